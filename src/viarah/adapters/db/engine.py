@@ -1,0 +1,70 @@
+"""Async engines for PostgreSQL (psycopg) and SQLite (aiosqlite)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+
+def async_url(database_url: str) -> str:
+    """The async-driver form of a settings URL (``sqlite:///`` → ``sqlite+aiosqlite:///``)."""
+    url = make_url(database_url)
+    if url.get_backend_name() == "sqlite":
+        return str(url.set(drivername="sqlite+aiosqlite"))
+    return url.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
+
+
+def sync_url(database_url: str) -> str:
+    """The blocking-driver form, for alembic and operator commands."""
+    url = make_url(database_url)
+    if url.get_backend_name() == "sqlite":
+        return str(url.set(drivername="sqlite"))
+    return url.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
+
+
+def ensure_sqlite_directory(database_url: str) -> None:
+    """Create the directory of an SQLite file so that a first start just works."""
+    url = make_url(database_url)
+    if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
+        Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
+def create_engine(database_url: str, *, pool_size: int = 10) -> AsyncEngine:
+    """An async engine with sane timeouts; SQLite gets WAL and foreign keys on."""
+    url = async_url(database_url)
+    if url.startswith("sqlite"):
+        ensure_sqlite_directory(database_url)
+        engine = create_async_engine(url, connect_args={"timeout": 10})
+        sa.event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        return engine
+    return create_async_engine(
+        url,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_pre_ping=True,
+        pool_timeout=5,
+        connect_args={"connect_timeout": 5},
+    )
+
+
+def create_sync_engine(database_url: str) -> sa.Engine:
+    url = sync_url(database_url)
+    if url.startswith("sqlite"):
+        ensure_sqlite_directory(database_url)
+        engine = sa.create_engine(url)
+        sa.event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    return sa.create_engine(url, connect_args={"connect_timeout": 5}, pool_pre_ping=True)

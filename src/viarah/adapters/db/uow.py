@@ -1,0 +1,131 @@
+"""The SQLAlchemy unit of work: one connection, one transaction, every repository."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from types import TracebackType
+from typing import Self
+
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from viarah.adapters.db import repositories as r
+from viarah.adapters.db import tables as t
+from viarah.domain.shared.clock import Clock
+from viarah.domain.shared.errors import Unavailable
+from viarah.domain.shared.ids import new_id
+from viarah.domain.shared.jobs import Job
+
+log = logging.getLogger("viarah.db")
+DATABASE_UNAVAILABLE = "the database is unavailable; try again shortly"
+
+
+def is_connection_error(exc: BaseException) -> bool:
+    """True for errors that mean 'cannot talk to the database', not 'bad query'."""
+    if isinstance(exc, OperationalError | InterfaceError):
+        return True
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    return isinstance(exc, ConnectionError | TimeoutError | OSError)
+
+
+class SqlOutbox:
+    """Collects jobs during the transaction; they are inserted just before commit."""
+
+    def __init__(self) -> None:
+        self.pending: list[Job] = []
+
+    def add(self, job: Job) -> None:
+        self.pending.append(job)
+
+
+class SqlUnitOfWork:
+    """Implements every context's UnitOfWork Protocol on one database transaction."""
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        clock: Clock,
+        on_jobs_committed: Callable[[], None] | None = None,
+    ) -> None:
+        self._engine = engine
+        self._clock = clock
+        self._on_jobs_committed = on_jobs_committed
+        self._conn: AsyncConnection | None = None
+        self.outbox = SqlOutbox()
+
+    async def __aenter__(self) -> Self:
+        try:
+            self._conn = await self._engine.connect()
+            await self._conn.begin()
+        except Exception as exc:
+            if self._conn is not None:
+                await self._conn.close()
+                self._conn = None
+            if is_connection_error(exc):
+                log.error("db.unavailable error=%s", type(exc).__name__)
+                raise Unavailable(DATABASE_UNAVAILABLE) from exc
+            raise
+        conn = self._conn
+        self.users = r.SqlUserRepository(conn)
+        self.sessions = r.SqlSessionRepository(conn)
+        self.api_tokens = r.SqlApiTokenRepository(conn)
+        self.orgs = r.SqlOrganizationRepository(conn)
+        self.memberships = r.SqlMembershipRepository(conn)
+        self.directory = r.SqlUserDirectory(conn)
+        self.projects = r.SqlProjectRepository(conn)
+        self.tasks = r.SqlTaskRepository(conn)
+        self.outbox = SqlOutbox()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        conn, self._conn = self._conn, None
+        if conn is None:
+            return
+        try:
+            if conn.in_transaction():
+                await conn.rollback()
+        except Exception:
+            log.debug("db.rollback_failed", exc_info=True)
+        finally:
+            await conn.close()
+        if exc is not None and is_connection_error(exc):
+            log.error("db.unavailable error=%s", type(exc).__name__)
+            raise Unavailable(DATABASE_UNAVAILABLE) from exc
+
+    async def commit(self) -> None:
+        assert self._conn is not None, "commit outside 'async with'"
+        jobs, self.outbox.pending = self.outbox.pending, []
+        if jobs:
+            now = self._clock.now()
+            await self._conn.execute(
+                t.outbox.insert(),
+                [
+                    {
+                        "id": new_id(),
+                        "job": job.name,
+                        "payload": job.payload,
+                        "status": "pending",
+                        "attempts": 0,
+                        "created_at": now,
+                        "available_at": job.not_before or now,
+                    }
+                    for job in jobs
+                ],
+            )
+        await self._conn.commit()
+        await self._conn.begin()
+        if jobs and self._on_jobs_committed is not None:
+            self._on_jobs_committed()
+
+    async def rollback(self) -> None:
+        assert self._conn is not None, "rollback outside 'async with'"
+        self.outbox.pending = []
+        await self._conn.rollback()
+        await self._conn.begin()

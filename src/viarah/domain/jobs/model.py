@@ -1,0 +1,47 @@
+"""Outbox records and worker presence."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+#: A dispatched job not claimed within this time is handed to the broker again.
+DISPATCH_TIMEOUT = timedelta(seconds=60)
+#: A claimed job whose worker died is claimable again after this time.
+CLAIM_TIMEOUT = timedelta(minutes=5)
+MAX_ATTEMPTS = 12
+
+
+class JobStatus(StrEnum):
+    PENDING = "pending"  # committed, not yet handed to the broker (or handed back)
+    DISPATCHED = "dispatched"  # sent to the broker, not yet claimed by a worker
+    RUNNING = "running"  # claimed by a worker
+    DONE = "done"
+    FAILED = "failed"  # gave up after MAX_ATTEMPTS
+
+
+@dataclass(frozen=True, slots=True)
+class JobRecord:
+    id: str
+    job: str
+    payload: dict[str, Any]
+    status: JobStatus
+    attempts: int
+    created_at: datetime
+    available_at: datetime
+
+
+def retry_delay(attempts: int) -> timedelta:
+    """Exponential backoff: 2 s, 4 s, 8 s ... capped at 10 minutes."""
+    return timedelta(seconds=min(600, 2 ** max(1, attempts)))
+
+
+@dataclass(frozen=True, slots=True)
+class Heartbeat:
+    worker_id: str
+    hostname: str
+    pid: int
+    started_at: datetime
+    last_seen_at: datetime

@@ -1,0 +1,60 @@
+"""What background work needs: the job store (outbox table), the broker, presence."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import Any, Protocol
+
+from viarah.domain.jobs.model import Heartbeat, JobRecord
+
+
+class JobStore(Protocol):
+    """The outbox table. Each method is its own short transaction."""
+
+    async def due_for_dispatch(self, now: datetime, limit: int) -> list[JobRecord]:
+        """Pending jobs that are due, plus dispatched/running ones whose time ran out."""
+        ...
+
+    async def mark_dispatched(self, job_ids: list[str], now: datetime) -> None: ...
+
+    async def claim(self, job_id: str, now: datetime, lock_until: datetime) -> JobRecord | None:
+        """Atomically take a job to run; None if done, failed or held by a live worker."""
+        ...
+
+    async def finish(self, job_id: str, now: datetime) -> None: ...
+
+    async def retry_later(self, job_id: str, error: str, available_at: datetime) -> None: ...
+
+    async def give_up(self, job_id: str, error: str, now: datetime) -> None: ...
+
+    async def counts(self) -> dict[str, int]:
+        """How many jobs are in each status."""
+        ...
+
+
+class JobQueue(Protocol):
+    """The broker: carries job ids to workers."""
+
+    def send(self, job_id: str, job_name: str) -> None:
+        """Hand one job to the broker; raises :class:`BrokerUnavailable` when down."""
+        ...
+
+
+class BrokerUnavailable(Exception):
+    """The broker could not be reached; the job stays in the outbox."""
+
+
+class HeartbeatStore(Protocol):
+    async def record(self, heartbeat: Heartbeat) -> None: ...
+
+    async def latest(self) -> Heartbeat | None: ...
+
+
+JobHandler = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+class Probe(Protocol):
+    """Answers whether one dependency (database, broker) is reachable right now."""
+
+    async def __call__(self) -> bool: ...

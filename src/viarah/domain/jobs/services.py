@@ -1,0 +1,170 @@
+"""Running the transactional outbox: relay, job execution, worker presence."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from viarah.domain.jobs.model import (
+    CLAIM_TIMEOUT,
+    MAX_ATTEMPTS,
+    Heartbeat,
+    retry_delay,
+)
+from viarah.domain.jobs.ports import (
+    BrokerUnavailable,
+    HeartbeatStore,
+    JobHandler,
+    JobQueue,
+    JobStore,
+    Probe,
+)
+from viarah.domain.shared.clock import Clock
+from viarah.domain.shared.errors import DomainError
+
+log = logging.getLogger("viarah.jobs")
+
+
+class OutboxRelay:
+    """Hands committed jobs to the broker, and re-sends what no worker acknowledged.
+
+    A broker outage only delays jobs: they stay ``pending`` and the next pass sends them.
+    """
+
+    def __init__(self, store: JobStore, queue: JobQueue, clock: Clock, batch: int = 500) -> None:
+        self._store = store
+        self._queue = queue
+        self._clock = clock
+        self._batch = batch
+        self._broker_down = False
+
+    @property
+    def broker_down(self) -> bool:
+        return self._broker_down
+
+    async def relay_once(self) -> int:
+        """Dispatch every due job once; returns how many were handed to the broker."""
+        now = self._clock.now()
+        due = await self._store.due_for_dispatch(now, self._batch)
+        sent: list[str] = []
+        try:
+            for record in due:
+                self._queue.send(record.id, record.job)
+                sent.append(record.id)
+        except BrokerUnavailable as exc:
+            if not self._broker_down:
+                log.warning("broker: unreachable, jobs wait in the outbox (%s)", exc)
+            self._broker_down = True
+        else:
+            if self._broker_down:
+                log.warning("broker: reachable again, relaying pending jobs")
+            self._broker_down = False
+        if sent:
+            await self._store.mark_dispatched(sent, now)
+        return len(sent)
+
+
+class JobRunner:
+    """Runs one job by id, at most once in effect, recording the outcome in the outbox."""
+
+    def __init__(self, store: JobStore, clock: Clock, handlers: Mapping[str, JobHandler]) -> None:
+        self._store = store
+        self._clock = clock
+        self._handlers = handlers
+
+    async def run(self, job_id: str) -> bool:
+        """True if this call ran the job; False if it was done already or held elsewhere."""
+        now = self._clock.now()
+        record = await self._store.claim(job_id, now, now + CLAIM_TIMEOUT)
+        if record is None:
+            return False
+        handler = self._handlers.get(record.job)
+        if handler is None:
+            await self._store.give_up(record.id, f"no handler for job {record.job!r}", now)
+            log.error("job.unknown id=%s job=%s", record.id, record.job)
+            return True
+        try:
+            await handler(record.payload)
+        except Exception as exc:
+            attempts = record.attempts + 1
+            reason = exc.message if isinstance(exc, DomainError) else type(exc).__name__
+            later = self._clock.now()
+            if attempts >= MAX_ATTEMPTS:
+                await self._store.give_up(record.id, reason, later)
+                log.error(
+                    "job.failed id=%s job=%s attempts=%d error=%s",
+                    record.id,
+                    record.job,
+                    attempts,
+                    reason,
+                )
+            else:
+                await self._store.retry_later(record.id, reason, later + retry_delay(attempts))
+                log.warning(
+                    "job.retry id=%s job=%s attempts=%d error=%s",
+                    record.id,
+                    record.job,
+                    attempts,
+                    reason,
+                )
+            return True
+        await self._store.finish(record.id, self._clock.now())
+        log.info("job.done id=%s job=%s", record.id, record.job)
+        return True
+
+
+class WorkerPresence:
+    """Heartbeats recorded by workers and read by ``/readyz``."""
+
+    def __init__(self, store: HeartbeatStore, clock: Clock) -> None:
+        self._store = store
+        self._clock = clock
+
+    async def beat(self, worker_id: str, hostname: str, pid: int, started_at: datetime) -> None:
+        """Record that ``worker_id`` is alive now."""
+        now = self._clock.now()
+        await self._store.record(Heartbeat(worker_id, hostname, pid, started_at, now))
+
+    async def last_heartbeat_age(self) -> timedelta | None:
+        """Time since the freshest heartbeat of any worker; None if none ever beat."""
+        latest = await self._store.latest()
+        if latest is None:
+            return None
+        return max(timedelta(0), self._clock.now() - latest.last_seen_at)
+
+
+@dataclass(frozen=True, slots=True)
+class ReadinessReport:
+    database: bool
+    broker: bool
+    last_heartbeat_age: timedelta | None
+
+    @property
+    def ready(self) -> bool:
+        return self.database and self.broker
+
+
+class SystemHealth:
+    """Liveness and readiness of the whole stack, as the web API reports them."""
+
+    def __init__(self, database: Probe, broker: Probe, presence: WorkerPresence) -> None:
+        self._database = database
+        self._broker = broker
+        self._presence = presence
+
+    async def database_ok(self) -> bool:
+        return await self._database()
+
+    async def readiness(self) -> ReadinessReport:
+        database = await self._database()
+        age = None
+        if database:
+            try:
+                age = await self._presence.last_heartbeat_age()
+            except Exception:
+                log.warning("readiness.heartbeat_unreadable", exc_info=True)
+        return ReadinessReport(
+            database=database, broker=await self._broker(), last_heartbeat_age=age
+        )

@@ -1,0 +1,26 @@
+"""Background jobs as domain values.
+
+A use case that needs work done later adds a :class:`Job` to its unit of work's outbox;
+the job commits in the same transaction as the data, and the worker runs it afterwards.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """``name`` selects the handler; ``payload`` is JSON-serialisable."""
+
+    name: str
+    payload: dict[str, Any] = field(default_factory=dict)
+    not_before: datetime | None = None
+
+
+class Outbox(Protocol):
+    """Jobs recorded inside the current transaction."""
+
+    def add(self, job: Job) -> None: ...

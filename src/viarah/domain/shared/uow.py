@@ -1,0 +1,31 @@
+"""The unit-of-work contract shared by every bounded context.
+
+Each context declares the repositories it needs in its own ``ports.py`` as a Protocol
+that extends :class:`UnitOfWork`; one adapter implements them all.
+"""
+
+from __future__ import annotations
+
+from types import TracebackType
+from typing import Protocol, Self
+
+from viarah.domain.shared.jobs import Outbox
+
+
+class UnitOfWork(Protocol):
+    """One transaction. ``async with uow:`` opens it; leaving without commit rolls back."""
+
+    outbox: Outbox
+
+    async def __aenter__(self) -> Self: ...
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
+
+    async def commit(self) -> None: ...
+
+    async def rollback(self) -> None: ...
