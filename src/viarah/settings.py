@@ -9,13 +9,15 @@ from __future__ import annotations
 import ipaddress
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+import secrets
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from dotenv import dotenv_values
 
 DEV_SECRET_KEY = "dev-insecure-secret-key-change-me"
 EMBEDDED_DB_PATH = Path("var") / "viarah.sqlite3"
+EMBEDDED_SECRET_PATH = Path("var") / "secret_key"
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 
@@ -133,6 +135,23 @@ class Settings:
     @property
     def push_enabled(self) -> bool:
         return bool(self.vapid_public_key and self.vapid_private_key and self.vapid_subject)
+
+    def with_embedded_secret(self, path: Path = EMBEDDED_SECRET_PATH) -> Settings:
+        """For ``viarah serve`` only: when no secret key is configured, use one kept in
+        ``path`` (created with mode 0600 on first start), so the all-in-one default runs
+        with no configuration and keeps its sessions across restarts."""
+        if self.secret_key:
+            return self
+        if path.is_file():
+            secret = path.read_text().strip()
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            secret = secrets.token_urlsafe(48)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as handle:
+                handle.write(secret + "\n")
+        problems = tuple(p for p in self.problems if not p.startswith("VIA_RAH_SECRET_KEY:"))
+        return replace(self, secret_key=secret, problems=problems)
 
     def require_valid(self) -> Settings:
         """Self, or SettingsError listing every problem."""
