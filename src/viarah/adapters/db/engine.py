@@ -34,6 +34,9 @@ def ensure_sqlite_directory(database_url: str) -> None:
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # Let SQLAlchemy's "begin" event issue BEGIN itself (pysqlite would otherwise defer it
+    # to the first write, so reads before a write would not be in the transaction).
+    dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA journal_mode=WAL")
@@ -42,13 +45,25 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+def _sqlite_begin(conn: sa.Connection) -> None:
+    # IMMEDIATE takes the write lock up front: transactions that read-then-write (the
+    # last-admin rule, job claims) are serialised instead of racing. busy_timeout makes
+    # the others wait rather than fail. Fine for the embedded single-node database.
+    conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def _configure_sqlite(engine: sa.Engine) -> None:
+    sa.event.listen(engine, "connect", _sqlite_pragmas)
+    sa.event.listen(engine, "begin", _sqlite_begin)
+
+
 def create_engine(database_url: str, *, pool_size: int = 10) -> AsyncEngine:
     """An async engine with sane timeouts; SQLite gets WAL and foreign keys on."""
     url = async_url(database_url)
     if url.startswith("sqlite"):
         ensure_sqlite_directory(database_url)
         engine = create_async_engine(url, connect_args={"timeout": 10})
-        sa.event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        _configure_sqlite(engine.sync_engine)
         return engine
     return create_async_engine(
         url,
@@ -65,6 +80,6 @@ def create_sync_engine(database_url: str) -> sa.Engine:
     if url.startswith("sqlite"):
         ensure_sqlite_directory(database_url)
         engine = sa.create_engine(url)
-        sa.event.listen(engine, "connect", _sqlite_pragmas)
+        _configure_sqlite(engine)
         return engine
     return sa.create_engine(url, connect_args={"connect_timeout": 5}, pool_pre_ping=True)

@@ -1,0 +1,367 @@
+"""In-memory adapters for unit tests: the same ports as production, no I/O.
+
+A :class:`FakeUnitOfWork` works on a copy of :class:`MemoryDatabase`; ``commit`` publishes
+the copy, leaving without commit throws it away — the transactional behaviour use cases
+rely on.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections import Counter
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from types import TracebackType
+from typing import Self
+
+from viarah.domain.identity.model import ApiToken, LoginSession, User
+from viarah.domain.jobs.model import DISPATCH_TIMEOUT, JobRecord, JobStatus
+from viarah.domain.jobs.ports import BrokerUnavailable
+from viarah.domain.orgs.model import Membership, MemberUser, Organization, Project, Role, Task
+from viarah.domain.shared.errors import Conflict
+from viarah.domain.shared.ids import ApiTokenId, MembershipId, OrgId, ProjectId, TaskId, UserId
+from viarah.domain.shared.jobs import Job
+
+
+class FakeClock:
+    """A clock that only moves when told to."""
+
+    def __init__(self, start: datetime | None = None) -> None:
+        self.current = start or datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+
+    def now(self) -> datetime:
+        return self.current
+
+    def advance(self, **kwargs: float) -> None:
+        self.current += timedelta(**kwargs)
+
+
+class FakePasswordHasher:
+    """Reversible 'hashing' that keeps the hasher's contract, fast enough for unit tests."""
+
+    def __init__(self) -> None:
+        self.version = "v1"
+
+    def hash(self, password: str) -> str:
+        return f"fake-{self.version}${password[::-1]}"
+
+    def verify(self, password_hash: str, password: str) -> bool:
+        return password_hash.split("$", 1)[-1] == password[::-1]
+
+    def needs_rehash(self, password_hash: str) -> bool:
+        return not password_hash.startswith(f"fake-{self.version}$")
+
+
+@dataclass
+class MemoryDatabase:
+    users: dict[str, User] = field(default_factory=dict)
+    sessions: dict[str, LoginSession] = field(default_factory=dict)
+    api_tokens: dict[str, ApiToken] = field(default_factory=dict)
+    orgs: dict[str, Organization] = field(default_factory=dict)
+    memberships: dict[str, Membership] = field(default_factory=dict)
+    projects: dict[str, Project] = field(default_factory=dict)
+    tasks: dict[str, Task] = field(default_factory=dict)
+    watchers: set[tuple[str, str]] = field(default_factory=set)
+    jobs: list[Job] = field(default_factory=list)
+    commits: int = 0
+
+
+class _Repo:
+    def __init__(self, db: MemoryDatabase) -> None:
+        self.db = db
+
+
+class FakeUsers(_Repo):
+    async def add(self, user: User) -> None:
+        if any(u.email == user.email for u in self.db.users.values()):
+            raise Conflict("email taken")
+        self.db.users[user.id] = user
+
+    async def get(self, user_id: UserId) -> User | None:
+        return self.db.users.get(user_id)
+
+    async def get_by_email(self, email: str) -> User | None:
+        return next((u for u in self.db.users.values() if u.email == email), None)
+
+    async def update(self, user: User) -> None:
+        self.db.users[user.id] = user
+
+
+class FakeSessions(_Repo):
+    async def add(self, session: LoginSession) -> None:
+        self.db.sessions[session.id] = session
+
+    async def get_by_digest(self, token_digest: str) -> LoginSession | None:
+        return next((s for s in self.db.sessions.values() if s.token_digest == token_digest), None)
+
+    async def delete(self, session_id: str) -> None:
+        self.db.sessions.pop(session_id, None)
+
+    async def delete_expired(self, before: datetime) -> int:
+        expired = [k for k, s in self.db.sessions.items() if s.expires_at < before]
+        for key in expired:
+            del self.db.sessions[key]
+        return len(expired)
+
+
+class FakeApiTokens(_Repo):
+    async def add(self, token: ApiToken) -> None:
+        self.db.api_tokens[token.id] = token
+
+    async def get(self, token_id: ApiTokenId) -> ApiToken | None:
+        return self.db.api_tokens.get(token_id)
+
+    async def get_by_prefix(self, prefix: str) -> ApiToken | None:
+        return next((t for t in self.db.api_tokens.values() if t.prefix == prefix), None)
+
+    async def list_for_user(self, user_id: UserId) -> list[ApiToken]:
+        return sorted(
+            (t for t in self.db.api_tokens.values() if t.user_id == user_id),
+            key=lambda t: (t.created_at, t.id),
+        )
+
+    async def update(self, token: ApiToken) -> None:
+        self.db.api_tokens[token.id] = token
+
+
+class FakeOrgs(_Repo):
+    async def add(self, org: Organization) -> None:
+        self.db.orgs[org.id] = org
+
+    async def get(self, org_id: OrgId) -> Organization | None:
+        return self.db.orgs.get(org_id)
+
+
+class FakeMemberships(_Repo):
+    async def add(self, membership: Membership) -> None:
+        if await self.find(membership.org_id, membership.user_id) is not None:
+            raise Conflict("already a member")
+        self.db.memberships[membership.id] = membership
+
+    async def get(self, membership_id: MembershipId) -> Membership | None:
+        return self.db.memberships.get(membership_id)
+
+    async def find(self, org_id: OrgId, user_id: UserId) -> Membership | None:
+        return next(
+            (
+                m
+                for m in self.db.memberships.values()
+                if m.org_id == org_id and m.user_id == user_id
+            ),
+            None,
+        )
+
+    async def list_for_org(self, org_id: OrgId) -> list[Membership]:
+        return sorted(
+            (m for m in self.db.memberships.values() if m.org_id == org_id),
+            key=lambda m: (m.created_at, m.id),
+        )
+
+    async def list_for_user(self, user_id: UserId) -> list[Membership]:
+        return sorted(
+            (m for m in self.db.memberships.values() if m.user_id == user_id),
+            key=lambda m: (m.created_at, m.id),
+        )
+
+    async def count_admins(self, org_id: OrgId, *, for_update: bool = False) -> int:
+        return sum(
+            1 for m in self.db.memberships.values() if m.org_id == org_id and m.role is Role.ADMIN
+        )
+
+    async def update(self, membership: Membership) -> None:
+        self.db.memberships[membership.id] = membership
+
+    async def delete(self, membership_id: MembershipId) -> None:
+        self.db.memberships.pop(membership_id, None)
+
+
+class FakeDirectory(_Repo):
+    def _view(self, user: User) -> MemberUser:
+        return MemberUser(id=user.id, email=user.email, display_name=user.display_name)
+
+    async def by_email(self, email: str) -> MemberUser | None:
+        user = next((u for u in self.db.users.values() if u.email == email), None)
+        return self._view(user) if user and user.is_active else None
+
+    async def by_ids(self, user_ids: list[UserId]) -> dict[UserId, MemberUser]:
+        return {uid: self._view(self.db.users[uid]) for uid in user_ids if uid in self.db.users}
+
+
+class FakeProjects(_Repo):
+    async def add(self, project: Project) -> None:
+        self.db.projects[project.id] = project
+
+    async def get(self, org_id: OrgId, project_id: ProjectId) -> Project | None:
+        project = self.db.projects.get(project_id)
+        return project if project and project.org_id == org_id else None
+
+    async def list_for_org(self, org_id: OrgId) -> list[Project]:
+        return sorted(
+            (p for p in self.db.projects.values() if p.org_id == org_id),
+            key=lambda p: (p.created_at, p.id),
+        )
+
+
+class FakeTasks(_Repo):
+    async def add(self, task: Task) -> None:
+        self.db.tasks[task.id] = task
+
+    async def get(self, org_id: OrgId, task_id: TaskId) -> Task | None:
+        task = self.db.tasks.get(task_id)
+        return task if task and task.org_id == org_id else None
+
+    async def list_for_project(self, org_id: OrgId, project_id: ProjectId) -> list[Task]:
+        return sorted(
+            (
+                t
+                for t in self.db.tasks.values()
+                if t.org_id == org_id and t.project_id == project_id
+            ),
+            key=lambda t: (t.created_at, t.id),
+        )
+
+    async def update(self, task: Task) -> None:
+        self.db.tasks[task.id] = task
+
+    async def add_watcher(self, task_id: TaskId, user_id: UserId) -> None:
+        self.db.watchers.add((task_id, user_id))
+
+    async def remove_watcher(self, task_id: TaskId, user_id: UserId) -> None:
+        self.db.watchers.discard((task_id, user_id))
+
+    async def watchers(self, task_id: TaskId) -> list[UserId]:
+        return sorted(UserId(u) for t, u in self.db.watchers if t == task_id)
+
+
+class FakeOutbox:
+    def __init__(self) -> None:
+        self.pending: list[Job] = []
+
+    def add(self, job: Job) -> None:
+        self.pending.append(job)
+
+
+class FakeUnitOfWork:
+    """Implements every context's UnitOfWork on a :class:`MemoryDatabase`."""
+
+    def __init__(self, db: MemoryDatabase) -> None:
+        self._shared = db
+        self._work: MemoryDatabase | None = None
+        self.outbox = FakeOutbox()
+
+    async def __aenter__(self) -> Self:
+        self._open()
+        return self
+
+    def _open(self) -> None:
+        self._work = work = copy.deepcopy(self._shared)
+        self.users = FakeUsers(work)
+        self.sessions = FakeSessions(work)
+        self.api_tokens = FakeApiTokens(work)
+        self.orgs = FakeOrgs(work)
+        self.memberships = FakeMemberships(work)
+        self.directory = FakeDirectory(work)
+        self.projects = FakeProjects(work)
+        self.tasks = FakeTasks(work)
+        self.outbox = FakeOutbox()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._work = None
+
+    async def commit(self) -> None:
+        assert self._work is not None
+        self._work.jobs.extend(self.outbox.pending)
+        self.outbox.pending = []
+        self._work.commits += 1
+        for name in vars(self._shared):
+            setattr(self._shared, name, copy.deepcopy(getattr(self._work, name)))
+
+    async def rollback(self) -> None:
+        self._open()
+
+
+class FakeJobStore:
+    """The outbox table in memory, with the claim/redelivery rules of the SQL store."""
+
+    def __init__(self) -> None:
+        self.records: dict[str, JobRecord] = {}
+        self.dispatched_at: dict[str, datetime] = {}
+        self.locked_until: dict[str, datetime] = {}
+        self.errors: dict[str, str] = {}
+
+    def put(self, job_id: str, name: str, payload: dict[str, object], now: datetime) -> None:
+        self.records[job_id] = JobRecord(
+            job_id, name, dict(payload), JobStatus.PENDING, 0, now, now
+        )
+
+    def status(self, job_id: str) -> str:
+        return self.records[job_id].status.value
+
+    def _redeliverable(self, job_id: str, now: datetime) -> bool:
+        status = self.records[job_id].status
+        if status in (JobStatus.PENDING, JobStatus.DISPATCHED):
+            return True
+        return status is JobStatus.RUNNING and self.locked_until[job_id] < now
+
+    async def due_for_dispatch(self, now: datetime, limit: int) -> list[JobRecord]:
+        due = []
+        for job_id, rec in self.records.items():
+            if (
+                (rec.status is JobStatus.PENDING and rec.available_at <= now)
+                or (
+                    rec.status is JobStatus.DISPATCHED
+                    and self.dispatched_at[job_id] < now - DISPATCH_TIMEOUT
+                )
+                or (rec.status is JobStatus.RUNNING and self.locked_until[job_id] < now)
+            ):
+                due.append(rec)
+        return due[:limit]
+
+    async def mark_dispatched(self, job_ids: list[str], now: datetime) -> None:
+        for job_id in job_ids:
+            if self._redeliverable(job_id, now):
+                self.records[job_id] = replace(self.records[job_id], status=JobStatus.DISPATCHED)
+                self.dispatched_at[job_id] = now
+
+    async def claim(self, job_id: str, now: datetime, lock_until: datetime) -> JobRecord | None:
+        if job_id not in self.records or not self._redeliverable(job_id, now):
+            return None
+        self.records[job_id] = replace(self.records[job_id], status=JobStatus.RUNNING)
+        self.locked_until[job_id] = lock_until
+        return self.records[job_id]
+
+    async def finish(self, job_id: str, now: datetime) -> None:
+        self.records[job_id] = replace(self.records[job_id], status=JobStatus.DONE)
+
+    async def retry_later(self, job_id: str, error: str, available_at: datetime) -> None:
+        rec = self.records[job_id]
+        self.records[job_id] = replace(
+            rec, status=JobStatus.PENDING, attempts=rec.attempts + 1, available_at=available_at
+        )
+        self.errors[job_id] = error
+
+    async def give_up(self, job_id: str, error: str, now: datetime) -> None:
+        rec = self.records[job_id]
+        self.records[job_id] = replace(rec, status=JobStatus.FAILED, attempts=rec.attempts + 1)
+        self.errors[job_id] = error
+
+    async def counts(self) -> dict[str, int]:
+        return dict(Counter(r.status.value for r in self.records.values()))
+
+
+class FakeJobQueue:
+    """A broker that records what it was sent and can be switched off."""
+
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+        self.down = False
+
+    def send(self, job_id: str, job_name: str) -> None:
+        if self.down:
+            raise BrokerUnavailable("ConnectionError")
+        self.sent.append(job_id)

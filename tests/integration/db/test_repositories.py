@@ -1,0 +1,180 @@
+"""The use cases on the SQLAlchemy adapters, against real SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, timedelta
+
+import pytest
+import sqlalchemy as sa
+
+from viarah.adapters.db import tables as t
+from viarah.container import Container
+from viarah.domain.orgs.model import Role
+from viarah.domain.shared.actor import Actor
+from viarah.domain.shared.errors import Conflict, Forbidden, NotFound
+from viarah.domain.shared.jobs import Job
+
+
+async def _user(container: Container, email: str) -> Actor:
+    user = await container.users().create(email, "correct horse")
+    return Actor(user_id=user.id)
+
+
+async def test_identity_round_trip(container: Container) -> None:
+    actor = await _user(container, "ada@example.com")
+    with pytest.raises(Conflict):
+        await container.users().create("ADA@example.com", "correct horse")
+    opened = await container.authentication().login("ada@example.com", "correct horse")
+    resolved, session = await container.authentication().from_session(opened.cookie_value)
+    assert resolved.user_id == actor.user_id
+    assert session.created_at.tzinfo is not None
+    assert session.expires_at - session.created_at == timedelta(days=14)
+
+    issued = await container.api_tokens().create(resolved, "ci", "write", expires_days=7)
+    token_actor = await container.authentication().from_api_token(issued.plaintext)
+    assert token_actor.user_id == actor.user_id
+    tokens = await container.api_tokens().list_tokens(resolved)
+    assert tokens[0].last_used_at is not None
+    assert tokens[0].last_used_at.tzinfo == UTC
+    await container.api_tokens().revoke(resolved, issued.token.id)
+    assert (await container.api_tokens().list_tokens(resolved))[0].revoked_at is not None
+
+    await container.authentication().logout(resolved)
+    with pytest.raises(Exception, match="log in again"):
+        await container.authentication().from_session(opened.cookie_value)
+
+
+async def test_secrets_are_stored_only_as_digests(container: Container) -> None:
+    actor = await _user(container, "ada@example.com")
+    issued = await container.api_tokens().create(actor, "ci")
+    opened = await container.authentication().login("ada@example.com", "correct horse")
+    secret = issued.plaintext.split(".", 1)[1]
+    async with container.engine().connect() as conn:
+        dump = repr((await conn.execute(sa.select(t.api_tokens))).all())
+        dump += repr((await conn.execute(sa.select(t.login_sessions))).all())
+        dump += repr((await conn.execute(sa.select(t.users))).all())
+    assert secret not in dump
+    assert opened.cookie_value not in dump
+    assert "correct horse" not in dump
+
+
+async def test_orgs_projects_tasks_round_trip(container: Container) -> None:
+    admin = await _user(container, "admin@example.com")
+    member = await _user(container, "member@example.com")
+    org = (await container.organizations().create(admin, "Acme")).org
+    added = await container.memberships().add(admin, org.id, "member@example.com", "member")
+    assert added.user.email == "member@example.com"
+    with pytest.raises(Conflict):
+        await container.memberships().add(admin, org.id, "member@example.com", "pm")
+
+    project = await container.projects().create(admin, org.id, "Alpha")
+    task = await container.tasks().create(
+        member, org.id, project.id, "Ship it", assignee_user_id=member.user_id
+    )
+    await container.tasks().watch(member, org.id, task.id)
+    await container.tasks().watch(member, org.id, task.id)
+    assert await container.tasks().watchers(admin, org.id, task.id) == [member.user_id]
+    updated = await container.tasks().update(admin, org.id, task.id, status="done")
+    assert updated.status.value == "done"
+    fetched = await container.tasks().get(member, org.id, task.id)
+    assert fetched == updated
+    assert [x.id for x in await container.tasks().list_tasks(member, org.id, project.id)] == [task.id]
+    views = await container.organizations().list_orgs(member)
+    assert [(v.org.id, v.role) for v in views] == [(org.id, Role.MEMBER)]
+
+    outsider = await _user(container, "outsider@example.com")
+    with pytest.raises(NotFound):
+        await container.tasks().get(outsider, org.id, task.id)
+
+
+async def test_last_admin_rule_holds_under_concurrency(container: Container) -> None:
+    """Two admins demoting each other at once: exactly one succeeds."""
+    first = await _user(container, "first@example.com")
+    await _user(container, "second@example.com")
+    org = (await container.organizations().create(first, "Acme")).org
+    second_view = await container.memberships().add(first, org.id, "second@example.com", "admin")
+    second = Actor(user_id=second_view.user.id)
+    members = await container.memberships().list_members(first, org.id)
+    by_user = {m.user.id: m.membership.id for m in members}
+
+    results = await asyncio.gather(
+        container.memberships().change_role(first, org.id, by_user[second.user_id], "member"),
+        container.memberships().change_role(second, org.id, by_user[first.user_id], "member"),
+        return_exceptions=True,
+    )
+    # SQLite serialises the transactions (the loser is no longer an admin: Forbidden);
+    # on Postgres FOR UPDATE makes the loser see one admin left (Conflict).
+    failures = [r for r in results if isinstance(r, BaseException)]
+    assert len(failures) == 1, results
+    assert isinstance(failures[0], Conflict | Forbidden)
+    roles = [m.membership.role for m in await container.memberships().list_members(first, org.id)]
+    assert roles.count(Role.ADMIN) == 1
+
+
+async def test_failed_transaction_leaves_nothing(container: Container) -> None:
+    admin = await _user(container, "admin@example.com")
+    async with container.uow() as uow:
+        await uow.users.get(admin.user_id)
+        uow.outbox.add(Job("noop"))
+        # leaving without commit
+    async with container.engine().connect() as conn:
+        assert (await conn.execute(sa.select(sa.func.count()).select_from(t.outbox))).scalar() == 0
+
+
+async def test_outbox_rows_commit_with_the_data(container: Container) -> None:
+    async with container.uow() as uow:
+        uow.outbox.add(Job("identity.purge_expired_sessions", {"why": "test"}))
+        await uow.commit()
+    store = container.job_store()
+    due = await store.due_for_dispatch(container.clock().now(), 10)
+    assert [(r.job, r.payload) for r in due] == [("identity.purge_expired_sessions", {"why": "test"})]
+
+
+async def test_job_store_claims_once_and_reclaims_expired(container: Container) -> None:
+    async with container.uow() as uow:
+        uow.outbox.add(Job("identity.purge_expired_sessions"))
+        await uow.commit()
+    store = container.job_store()
+    now = container.clock().now()
+    (record,) = await store.due_for_dispatch(now, 10)
+    await store.mark_dispatched([record.id], now)
+    assert await store.due_for_dispatch(now, 10) == []
+    claimed = await asyncio.gather(*(store.claim(record.id, now, now + timedelta(minutes=5)) for _ in range(4)))
+    assert sum(c is not None for c in claimed) == 1
+    later = now + timedelta(minutes=6)
+    assert [r.id for r in await store.due_for_dispatch(later, 10)] == [record.id]
+    assert await store.claim(record.id, later, later + timedelta(minutes=5)) is not None
+    await store.finish(record.id, later)
+    assert await store.claim(record.id, later + timedelta(hours=1), later) is None
+    assert (await store.counts())["done"] == 1
+
+
+async def test_job_runner_executes_the_real_handler(container: Container) -> None:
+    actor = await _user(container, "ada@example.com")
+    await container.authentication().login("ada@example.com", "correct horse")
+    async with container.engine().begin() as conn:
+        await conn.execute(t.login_sessions.update().values(expires_at=container.clock().now() - timedelta(days=1)))
+    async with container.uow() as uow:
+        uow.outbox.add(Job("identity.purge_expired_sessions"))
+        await uow.commit()
+    (record,) = await container.job_store().due_for_dispatch(container.clock().now(), 10)
+    assert await container.job_runner().run(record.id)
+    async with container.engine().connect() as conn:
+        remaining = (await conn.execute(sa.select(sa.func.count()).select_from(t.login_sessions))).scalar()
+    assert remaining == 0
+    assert (await container.job_store().counts())["done"] == 1
+    assert actor.user_id
+
+
+async def test_heartbeats_and_readiness(container: Container) -> None:
+    health = container.health()
+    report = await health.readiness()
+    assert report.database
+    assert report.last_heartbeat_age is None
+    started = container.clock().now()
+    await container.presence().beat("w1", "host", 123, started)
+    await container.presence().beat("w1", "host", 123, started)
+    age = (await health.readiness()).last_heartbeat_age
+    assert age is not None
+    assert age < timedelta(seconds=5)
