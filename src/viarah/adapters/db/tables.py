@@ -175,3 +175,82 @@ worker_heartbeats = sa.Table(
     sa.Column("started_at", UTCDateTime, nullable=False),
     sa.Column("last_seen_at", UTCDateTime, nullable=False),
 )
+
+gitlab_integrations = sa.Table(
+    "gitlab_integrations",
+    metadata,
+    sa.Column(
+        "org_id", Id, sa.ForeignKey("organizations.id", ondelete="CASCADE"), primary_key=True
+    ),
+    sa.Column("base_url", sa.String(2048), nullable=False),
+    sa.Column("token_ciphertext", sa.Text, nullable=True),
+    sa.Column("token_set_at", UTCDateTime, nullable=True),
+    sa.Column("token_status", sa.String(16), nullable=False),
+    sa.Column("token_scopes", sa.JSON, nullable=False),
+    sa.Column("token_expires_at", sa.Date, nullable=True),
+    sa.Column("token_expiry_warned_days", sa.Integer, nullable=True),
+    sa.Column("webhook_secret_digest", sa.String(128), nullable=True),
+    sa.Column("webhook_secret_set_at", UTCDateTime, nullable=True),
+    sa.Column("signing_token_ciphertext", sa.Text, nullable=True),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+)
+
+gitlab_links = sa.Table(
+    "gitlab_links",
+    metadata,
+    sa.Column("id", Id, primary_key=True),
+    sa.Column("org_id", Id, sa.ForeignKey("organizations.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("task_id", Id, sa.ForeignKey("tasks.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("url", sa.String(2048), nullable=False),
+    sa.Column("project_path", sa.String(500), nullable=False),
+    sa.Column("project_key", sa.String(500), nullable=False),
+    sa.Column("kind", sa.String(8), nullable=False),
+    sa.Column("iid", sa.Integer, nullable=False),
+    sa.Column("cached_title", sa.Text, nullable=True),
+    sa.Column("cached_state", sa.String(32), nullable=True),
+    sa.Column("cached_labels", sa.JSON, nullable=False),
+    sa.Column("cached_assignees", sa.JSON, nullable=False),
+    sa.Column("last_synced_at", UTCDateTime, nullable=True),
+    sa.Column("error_code", sa.String(64), nullable=True),
+    sa.Column("rate_limited_until", UTCDateTime, nullable=True),
+    sa.Column("refresh_requested_at", UTCDateTime, nullable=True),
+    sa.Column("last_attempt_at", UTCDateTime, nullable=True),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.UniqueConstraint(
+        "task_id", "project_key", "kind", "iid", name="uq_gitlab_links_task_object"
+    ),
+    sa.Index("ix_gitlab_links_object", "org_id", "project_key", "kind", "iid"),
+    sa.Index("ix_gitlab_links_task_id", "task_id"),
+)
+
+webhook_deliveries = sa.Table(
+    "webhook_deliveries",
+    metadata,
+    sa.Column("id", Id, primary_key=True),
+    sa.Column("org_id", Id, sa.ForeignKey("organizations.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("idempotency_key", sa.String(300), nullable=False),
+    sa.Column("event_type", sa.String(100), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("received_at", UTCDateTime, nullable=False),
+    sa.Column("processed_at", UTCDateTime, nullable=True),
+    sa.Column("error", sa.String(1000), nullable=True),
+    sa.Column("payload_hash", sa.String(64), nullable=False),
+    sa.Column("project_path", sa.String(500), nullable=True),
+    sa.Column("kind", sa.String(8), nullable=True),
+    sa.Column("iid", sa.Integer, nullable=True),
+    sa.Column("action", sa.String(50), nullable=True),
+    sa.UniqueConstraint("org_id", "idempotency_key", name="uq_webhook_deliveries_org_key"),
+    sa.Index("ix_webhook_deliveries_org_received", "org_id", "received_at", "id"),
+)
+
+audit_events = sa.Table(
+    "audit_events",
+    metadata,
+    sa.Column("id", Id, primary_key=True),
+    sa.Column("org_id", Id, nullable=False, index=True),
+    sa.Column("actor_user_id", Id, nullable=True),
+    sa.Column("action", sa.String(100), nullable=False),
+    sa.Column("details", sa.JSON, nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+)

@@ -10,6 +10,7 @@ from typing import Self
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from viarah.adapters.db import gitlab as g
 from viarah.adapters.db import repositories as r
 from viarah.adapters.db import tables as t
 from viarah.domain.shared.clock import Clock
@@ -76,6 +77,11 @@ class SqlUnitOfWork:
         self.directory = r.SqlUserDirectory(conn)
         self.projects = r.SqlProjectRepository(conn)
         self.tasks = r.SqlTaskRepository(conn)
+        self.gitlab_integrations = g.SqlIntegrationRepository(conn)
+        self.gitlab_links = g.SqlLinkRepository(conn)
+        self.webhook_deliveries = g.SqlDeliveryRepository(conn)
+        self.audit = g.SqlAuditLog(conn)
+        self.org_access = g.SqlOrgAccess(conn)
         self.outbox = SqlOutbox()
         return self
 

@@ -1,0 +1,366 @@
+"""Repositories of the GitLab context."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+
+from viarah.adapters.db import tables as t
+from viarah.adapters.db.repositories import _Repository
+from viarah.domain.gitlab.client import Assignee
+from viarah.domain.gitlab.model import (
+    REFRESH_PENDING_TIMEOUT,
+    AuditEvent,
+    DeliveryStatus,
+    GitLabIntegration,
+    GitLabLink,
+    LinkSnapshot,
+    TokenStatus,
+    WebhookDelivery,
+)
+from viarah.domain.gitlab.urls import ObjectKind
+from viarah.domain.shared.errors import Conflict
+from viarah.domain.shared.ids import OrgId, TaskId, UserId
+
+_i = t.gitlab_integrations.c
+_l = t.gitlab_links.c
+_d = t.webhook_deliveries.c
+Key = tuple[str, str, int]
+
+
+def _integration(row: sa.Row[Any]) -> GitLabIntegration:
+    return GitLabIntegration(
+        org_id=OrgId(row.org_id),
+        base_url=row.base_url,
+        token_ciphertext=row.token_ciphertext,
+        token_set_at=row.token_set_at,
+        token_status=TokenStatus(row.token_status),
+        token_scopes=tuple(row.token_scopes or ()),
+        token_expires_at=row.token_expires_at,
+        token_expiry_warned_days=row.token_expiry_warned_days,
+        webhook_secret_digest=row.webhook_secret_digest,
+        webhook_secret_set_at=row.webhook_secret_set_at,
+        signing_token_ciphertext=row.signing_token_ciphertext,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+    )
+
+
+class SqlIntegrationRepository(_Repository):
+    async def get(self, org_id: OrgId, *, for_update: bool = False) -> GitLabIntegration | None:
+        query = sa.select(t.gitlab_integrations).where(_i.org_id == org_id)
+        if for_update:
+            query = query.with_for_update()
+        row = await self._one(query)
+        return _integration(row) if row else None
+
+    async def save(self, integration: GitLabIntegration) -> None:
+        values = {
+            "base_url": integration.base_url,
+            "token_ciphertext": integration.token_ciphertext,
+            "token_set_at": integration.token_set_at,
+            "token_status": integration.token_status.value,
+            "token_scopes": list(integration.token_scopes),
+            "token_expires_at": integration.token_expires_at,
+            "token_expiry_warned_days": integration.token_expiry_warned_days,
+            "webhook_secret_digest": integration.webhook_secret_digest,
+            "webhook_secret_set_at": integration.webhook_secret_set_at,
+            "signing_token_ciphertext": integration.signing_token_ciphertext,
+            "updated_at": integration.updated_at,
+        }
+        result = await self._conn.execute(
+            t.gitlab_integrations.update().where(_i.org_id == integration.org_id).values(**values)
+        )
+        if result.rowcount == 0:
+            await self._insert(
+                t.gitlab_integrations,
+                {"org_id": integration.org_id, "created_at": integration.created_at, **values},
+                "the GitLab integration was created concurrently; try again",
+            )
+
+    async def delete(self, org_id: OrgId) -> None:
+        await self._conn.execute(t.gitlab_integrations.delete().where(_i.org_id == org_id))
+
+    def _encrypted(self) -> sa.ColumnElement[bool]:
+        return sa.or_(_i.token_ciphertext.is_not(None), _i.signing_token_ciphertext.is_not(None))
+
+    async def with_ciphertexts(self, after: OrgId | None, limit: int) -> list[GitLabIntegration]:
+        query = sa.select(t.gitlab_integrations).where(self._encrypted())
+        if after is not None:
+            query = query.where(_i.org_id > after)
+        rows = await self._all(query.order_by(_i.org_id).limit(limit))
+        return [_integration(r) for r in rows]
+
+    async def count_with_ciphertexts(self) -> int:
+        query = sa.select(sa.func.count()).select_from(t.gitlab_integrations)
+        return int((await self._conn.execute(query.where(self._encrypted()))).scalar_one())
+
+
+def _link(row: sa.Row[Any]) -> GitLabLink:
+    return GitLabLink(
+        id=row.id,
+        org_id=OrgId(row.org_id),
+        task_id=TaskId(row.task_id),
+        url=row.url,
+        project_path=row.project_path,
+        kind=ObjectKind(row.kind),
+        iid=row.iid,
+        cached_title=row.cached_title,
+        cached_state=row.cached_state,
+        cached_labels=tuple(row.cached_labels or ()),
+        cached_assignees=tuple(
+            Assignee(username=a.get("username", ""), name=a.get("name", ""))
+            for a in (row.cached_assignees or ())
+        ),
+        last_synced_at=row.last_synced_at,
+        error_code=row.error_code,
+        rate_limited_until=row.rate_limited_until,
+        refresh_requested_at=row.refresh_requested_at,
+        last_attempt_at=row.last_attempt_at,
+        created_at=row.created_at,
+    )
+
+
+def _object(org_id: OrgId, key: Key) -> sa.ColumnElement[bool]:
+    project_key, kind, iid = key
+    return sa.and_(
+        _l.org_id == org_id, _l.project_key == project_key, _l.kind == kind, _l.iid == iid
+    )
+
+
+class SqlLinkRepository(_Repository):
+    async def add(self, link: GitLabLink) -> None:
+        await self._insert(
+            t.gitlab_links,
+            {
+                "id": link.id,
+                "org_id": link.org_id,
+                "task_id": link.task_id,
+                "url": link.url,
+                "project_path": link.project_path,
+                "project_key": link.project_path.lower(),
+                "kind": link.kind.value,
+                "iid": link.iid,
+                "cached_title": link.cached_title,
+                "cached_state": link.cached_state,
+                "cached_labels": list(link.cached_labels),
+                "cached_assignees": [
+                    {"username": a.username, "name": a.name} for a in link.cached_assignees
+                ],
+                "last_synced_at": link.last_synced_at,
+                "error_code": link.error_code,
+                "rate_limited_until": link.rate_limited_until,
+                "refresh_requested_at": link.refresh_requested_at,
+                "last_attempt_at": link.last_attempt_at,
+                "created_at": link.created_at,
+            },
+            "this task already links that issue or merge request",
+        )
+
+    async def get(self, org_id: OrgId, link_id: str) -> GitLabLink | None:
+        row = await self._one(
+            sa.select(t.gitlab_links).where(_l.id == link_id, _l.org_id == org_id)
+        )
+        return _link(row) if row else None
+
+    async def list_for_task(self, org_id: OrgId, task_id: TaskId) -> list[GitLabLink]:
+        rows = await self._all(
+            sa.select(t.gitlab_links)
+            .where(_l.org_id == org_id, _l.task_id == task_id)
+            .order_by(_l.created_at, _l.id)
+        )
+        return [_link(r) for r in rows]
+
+    async def delete(self, link_id: str) -> None:
+        await self._conn.execute(t.gitlab_links.delete().where(_l.id == link_id))
+
+    async def for_object(self, org_id: OrgId, key: Key) -> list[GitLabLink]:
+        rows = await self._all(
+            sa.select(t.gitlab_links).where(_object(org_id, key)).order_by(_l.created_at, _l.id)
+        )
+        return [_link(r) for r in rows]
+
+    async def request_refresh(
+        self, org_id: OrgId, key: Key, now: datetime, *, min_attempt_interval: timedelta | None
+    ) -> bool:
+        # Lock the object's links first (FOR UPDATE returns their latest committed state),
+        # so two concurrent callers cannot both decide to queue a refresh.
+        rows = await self._all(
+            sa.select(_l.refresh_requested_at, _l.last_attempt_at)
+            .where(_object(org_id, key))
+            .order_by(_l.id)
+            .with_for_update()
+        )
+        if not rows:
+            return False
+        for row in rows:
+            pending = row.refresh_requested_at
+            if pending is not None and pending > now - REFRESH_PENDING_TIMEOUT:
+                return False
+            last = row.last_attempt_at
+            if (
+                min_attempt_interval is not None
+                and last is not None
+                and last > now - min_attempt_interval
+            ):
+                return False
+        await self._conn.execute(
+            t.gitlab_links.update().where(_object(org_id, key)).values(refresh_requested_at=now)
+        )
+        return True
+
+    async def start_refresh(self, org_id: OrgId, key: Key, now: datetime) -> None:
+        await self._conn.execute(
+            t.gitlab_links.update()
+            .where(_object(org_id, key))
+            .values(refresh_requested_at=None, last_attempt_at=now)
+        )
+
+    async def record_snapshot(self, org_id: OrgId, key: Key, snapshot: LinkSnapshot) -> None:
+        await self._conn.execute(
+            t.gitlab_links.update()
+            .where(_object(org_id, key))
+            .values(
+                cached_title=snapshot.title,
+                cached_state=snapshot.state,
+                cached_labels=list(snapshot.labels),
+                cached_assignees=[
+                    {"username": a.username, "name": a.name} for a in snapshot.assignees
+                ],
+                last_synced_at=snapshot.synced_at,
+                error_code=None,
+                rate_limited_until=None,
+            )
+        )
+
+    async def record_error(
+        self, org_id: OrgId, key: Key, error_code: str, rate_limited_until: datetime | None
+    ) -> None:
+        await self._conn.execute(
+            t.gitlab_links.update()
+            .where(_object(org_id, key))
+            .values(error_code=error_code, rate_limited_until=rate_limited_until)
+        )
+
+
+def _delivery(row: sa.Row[Any]) -> WebhookDelivery:
+    return WebhookDelivery(
+        id=row.id,
+        org_id=OrgId(row.org_id),
+        idempotency_key=row.idempotency_key,
+        event_type=row.event_type,
+        status=DeliveryStatus(row.status),
+        received_at=row.received_at,
+        processed_at=row.processed_at,
+        error=row.error,
+        payload_hash=row.payload_hash,
+        project_path=row.project_path,
+        kind=ObjectKind(row.kind) if row.kind else None,
+        iid=row.iid,
+        action=row.action,
+    )
+
+
+class SqlDeliveryRepository(_Repository):
+    async def add(self, delivery: WebhookDelivery) -> bool:
+        try:
+            await self._insert(
+                t.webhook_deliveries,
+                {
+                    "id": delivery.id,
+                    "org_id": delivery.org_id,
+                    "idempotency_key": delivery.idempotency_key,
+                    "event_type": delivery.event_type,
+                    "status": delivery.status.value,
+                    "received_at": delivery.received_at,
+                    "processed_at": delivery.processed_at,
+                    "error": delivery.error,
+                    "payload_hash": delivery.payload_hash,
+                    "project_path": delivery.project_path,
+                    "kind": delivery.kind.value if delivery.kind else None,
+                    "iid": delivery.iid,
+                    "action": delivery.action,
+                },
+                "duplicate delivery",
+            )
+        except Conflict:
+            return False
+        return True
+
+    async def get(self, delivery_id: str) -> WebhookDelivery | None:
+        row = await self._one(sa.select(t.webhook_deliveries).where(_d.id == delivery_id))
+        return _delivery(row) if row else None
+
+    async def finish(
+        self, delivery_id: str, status: DeliveryStatus, now: datetime, error: str | None
+    ) -> None:
+        await self._conn.execute(
+            t.webhook_deliveries.update()
+            .where(_d.id == delivery_id)
+            .values(status=status.value, processed_at=now, error=error[:1000] if error else None)
+        )
+
+    async def page(
+        self, org_id: OrgId, limit: int, before: tuple[datetime, str] | None
+    ) -> list[WebhookDelivery]:
+        query = sa.select(t.webhook_deliveries).where(_d.org_id == org_id)
+        if before is not None:
+            query = query.where(sa.tuple_(_d.received_at, _d.id) < sa.tuple_(*before))
+        rows = await self._all(query.order_by(_d.received_at.desc(), _d.id.desc()).limit(limit))
+        return [_delivery(r) for r in rows]
+
+
+class SqlAuditLog(_Repository):
+    async def add(self, event: AuditEvent) -> None:
+        await self._conn.execute(
+            t.audit_events.insert().values(
+                id=event.id,
+                org_id=event.org_id,
+                actor_user_id=event.actor_user_id,
+                action=event.action,
+                details=event.details,
+                created_at=event.created_at,
+            )
+        )
+
+    async def for_org(self, org_id: OrgId, limit: int) -> list[AuditEvent]:
+        a = t.audit_events.c
+        rows = await self._all(
+            sa.select(t.audit_events)
+            .where(a.org_id == org_id)
+            .order_by(a.created_at.desc(), a.id.desc())
+            .limit(limit)
+        )
+        return [
+            AuditEvent(
+                id=r.id,
+                org_id=OrgId(r.org_id),
+                actor_user_id=UserId(r.actor_user_id) if r.actor_user_id else None,
+                action=r.action,
+                details=dict(r.details or {}),
+                created_at=r.created_at,
+            )
+            for r in rows
+        ]
+
+
+class SqlOrgAccess(_Repository):
+    async def role_of(self, org_id: OrgId, user_id: UserId) -> str | None:
+        m = t.memberships.c
+        row = await self._one(sa.select(m.role).where(m.org_id == org_id, m.user_id == user_id))
+        return str(row.role) if row else None
+
+    async def task_exists(self, org_id: OrgId, task_id: TaskId) -> bool:
+        c = t.tasks.c
+        return (
+            await self._one(sa.select(c.id).where(c.id == task_id, c.org_id == org_id)) is not None
+        )
+
+    async def admins(self, org_id: OrgId) -> list[UserId]:
+        m = t.memberships.c
+        rows = await self._all(
+            sa.select(m.user_id).where(m.org_id == org_id, m.role == "admin").order_by(m.user_id)
+        )
+        return [UserId(r.user_id) for r in rows]

@@ -1,0 +1,125 @@
+"""What the GitLab context needs from the outside world."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Protocol
+
+from viarah.domain.gitlab.model import (
+    AuditEvent,
+    DeliveryStatus,
+    GitLabIntegration,
+    GitLabLink,
+    LinkSnapshot,
+    WebhookDelivery,
+)
+from viarah.domain.shared.ids import OrgId, TaskId, UserId
+from viarah.domain.shared.uow import UnitOfWork
+
+
+class OrgAccess(Protocol):
+    """Membership facts owned by the orgs context."""
+
+    async def role_of(self, org_id: OrgId, user_id: UserId) -> str | None:
+        """``admin``/``pm``/``member``, or None for a non-member."""
+        ...
+
+    async def task_exists(self, org_id: OrgId, task_id: TaskId) -> bool: ...
+
+    async def admins(self, org_id: OrgId) -> list[UserId]: ...
+
+
+class IntegrationRepository(Protocol):
+    async def get(self, org_id: OrgId, *, for_update: bool = False) -> GitLabIntegration | None: ...
+
+    async def save(self, integration: GitLabIntegration) -> None:
+        """Insert or replace the org's integration."""
+        ...
+
+    async def delete(self, org_id: OrgId) -> None: ...
+
+    async def with_ciphertexts(self, after: OrgId | None, limit: int) -> list[GitLabIntegration]:
+        """Integrations holding encrypted secrets, ordered by org id (key rotation)."""
+        ...
+
+    async def count_with_ciphertexts(self) -> int: ...
+
+
+class LinkRepository(Protocol):
+    async def add(self, link: GitLabLink) -> None:
+        """Conflict when the task already links this object."""
+        ...
+
+    async def get(self, org_id: OrgId, link_id: str) -> GitLabLink | None: ...
+
+    async def list_for_task(self, org_id: OrgId, task_id: TaskId) -> list[GitLabLink]: ...
+
+    async def delete(self, link_id: str) -> None: ...
+
+    async def for_object(self, org_id: OrgId, key: tuple[str, str, int]) -> list[GitLabLink]:
+        """Every link in the org pointing at one issue/MR."""
+        ...
+
+    async def request_refresh(
+        self,
+        org_id: OrgId,
+        key: tuple[str, str, int],
+        now: datetime,
+        *,
+        min_attempt_interval: timedelta | None,
+    ) -> bool:
+        """Atomically mark the object's links as having a refresh queued.
+
+        False (nothing marked) when a refresh is already queued (and younger than
+        REFRESH_PENDING_TIMEOUT), or when ``min_attempt_interval`` is given and the last
+        attempt is more recent than that; True when the caller should enqueue the job.
+        """
+        ...
+
+    async def start_refresh(self, org_id: OrgId, key: tuple[str, str, int], now: datetime) -> None:
+        """A refresh begins: clear the queued mark and record the attempt time."""
+        ...
+
+    async def record_snapshot(
+        self, org_id: OrgId, key: tuple[str, str, int], snapshot: LinkSnapshot
+    ) -> None: ...
+
+    async def record_error(
+        self,
+        org_id: OrgId,
+        key: tuple[str, str, int],
+        error_code: str,
+        rate_limited_until: datetime | None,
+    ) -> None: ...
+
+
+class DeliveryRepository(Protocol):
+    async def add(self, delivery: WebhookDelivery) -> bool:
+        """Store a delivery; False (nothing stored) if its idempotency key was seen."""
+        ...
+
+    async def get(self, delivery_id: str) -> WebhookDelivery | None: ...
+
+    async def finish(
+        self, delivery_id: str, status: DeliveryStatus, now: datetime, error: str | None
+    ) -> None: ...
+
+    async def page(
+        self, org_id: OrgId, limit: int, before: tuple[datetime, str] | None
+    ) -> list[WebhookDelivery]:
+        """Newest first; ``before`` is the (received_at, id) of the last item seen."""
+        ...
+
+
+class AuditLog(Protocol):
+    async def add(self, event: AuditEvent) -> None: ...
+
+    async def for_org(self, org_id: OrgId, limit: int) -> list[AuditEvent]: ...
+
+
+class GitLabUnitOfWork(UnitOfWork, Protocol):
+    gitlab_integrations: IntegrationRepository
+    gitlab_links: LinkRepository
+    webhook_deliveries: DeliveryRepository
+    audit: AuditLog
+    org_access: OrgAccess
