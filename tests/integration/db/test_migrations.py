@@ -32,7 +32,8 @@ def _tables(url: str) -> set[str]:
 def test_upgrade_downgrade_upgrade(empty_url: str) -> None:
     before = migrate.state(empty_url)
     assert before.current is None
-    assert before.pending == [before.head]
+    assert before.pending[-1] == before.head
+    assert before.pending[0] == "0001_initial"
 
     migrate.upgrade(empty_url)
     assert migrate.state(empty_url).up_to_date
