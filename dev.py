@@ -30,7 +30,7 @@ def run(*cmd: str | Path) -> int:
 
 def ensure_installed(extras: str) -> None:
     """Create .venv and install the project (editable) when pyproject.toml changed."""
-    if sys.version_info < (3, 11):
+    if sys.version_info < (3, 11):  # noqa: UP036 - dev.py runs on whatever python3 is
         sys.exit(f"ViaRah needs Python 3.11 or newer; this is {sys.version.split()[0]}")
     if not (BIN / "python").exists():
         print("dev: creating .venv", flush=True)

@@ -58,8 +58,10 @@ def _admin_execute(*statements: str) -> None:
 def postgres_template() -> Iterator[str]:
     """A migrated template database; each test copies it (fast) instead of migrating."""
     try:
-        _admin_execute(f'DROP DATABASE IF EXISTS "{TEMPLATE_DB}"', f'CREATE DATABASE "{TEMPLATE_DB}"')
-    except Exception as exc:  # noqa: BLE001
+        _admin_execute(
+            f'DROP DATABASE IF EXISTS "{TEMPLATE_DB}"', f'CREATE DATABASE "{TEMPLATE_DB}"'
+        )
+    except Exception as exc:
         unavailable("PostgreSQL", f"{POSTGRES_ADMIN_URL}: {type(exc).__name__}: {exc}")
     from viarah.adapters.db import migrate
 
@@ -83,7 +85,7 @@ def empty_postgres_url() -> Iterator[str]:
     name = f"viarah_e_{uuid.uuid4().hex[:12]}"
     try:
         _admin_execute(f'CREATE DATABASE "{name}"')
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         unavailable("PostgreSQL", f"{POSTGRES_ADMIN_URL}: {type(exc).__name__}: {exc}")
     yield _pg_url(name)
     _admin_execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
@@ -115,7 +117,7 @@ def redis_url() -> str:
     client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2)
     try:
         client.flushdb()
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         unavailable("Redis", f"{REDIS_URL}: {type(exc).__name__}")
     finally:
         client.close()

@@ -8,16 +8,25 @@ container per process (per event loop): async engines belong to the loop that us
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
 
+import dramatiq
 from dependency_injector import containers, providers
+from dramatiq.brokers.redis import RedisBroker
+from sqlalchemy.engine import make_url
 
+from viarah.adapters.crypto import keys as crypto_keys
 from viarah.adapters.crypto.passwords import Argon2PasswordHasher
 from viarah.adapters.db.engine import create_engine
 from viarah.adapters.db.jobs import SqlHeartbeatStore, SqlJobStore, database_answers
-from viarah.adapters.db.uow import SqlUnitOfWork
-from viarah.adapters.queue.dramatiq import DramatiqJobQueue, create_redis_broker
+from viarah.adapters.db.uow import SqlUnitOfWork, is_connection_error
+from viarah.adapters.queue.dramatiq import (
+    QUEUE_NAME,
+    DramatiqJobQueue,
+    create_redis_broker,
+    declare_job_actor,
+)
 from viarah.adapters.queue.inprocess import InProcessJobQueue
 from viarah.domain.identity.services import ApiTokens, Authentication, Users
 from viarah.domain.jobs.ports import JobHandler
@@ -29,14 +38,24 @@ from viarah.domain.jobs.services import (
 )
 from viarah.domain.orgs.services import Memberships, Organizations, Projects, Tasks
 from viarah.domain.shared.clock import SystemClock
+from viarah.domain.shared.errors import Conflict, Unavailable
 from viarah.settings import Settings
+
+if TYPE_CHECKING:
+    from viarah.adapters.db.migrate import MigrationState
 
 PURGE_SESSIONS_JOB = "identity.purge_expired_sessions"
 
 
-def _job_queue(settings: Settings) -> DramatiqJobQueue | InProcessJobQueue:
-    if settings.broker_url:
-        return DramatiqJobQueue(create_redis_broker(settings.broker_url))
+def _broker(settings: Settings) -> RedisBroker | None:
+    return create_redis_broker(settings.broker_url) if settings.broker_url else None
+
+
+def _job_queue(
+    settings: Settings, broker: RedisBroker | None
+) -> DramatiqJobQueue | InProcessJobQueue:
+    if broker is not None:
+        return DramatiqJobQueue(broker)
     return InProcessJobQueue()
 
 
@@ -71,7 +90,9 @@ class Container(containers.DeclarativeContainer):
         create_engine, database_url=settings.provided.database_url
     )
     password_hasher = providers.ThreadSafeSingleton(Argon2PasswordHasher)
-    job_queue = providers.ThreadSafeSingleton(_job_queue, settings=settings)
+    #: The dramatiq Redis broker (None without BROKER_URL); the worker declares its actor on it.
+    broker = providers.ThreadSafeSingleton(_broker, settings=settings)
+    job_queue = providers.ThreadSafeSingleton(_job_queue, settings=settings, broker=broker)
 
     uow = providers.Factory(SqlUnitOfWork, engine=engine, clock=clock)
 
@@ -108,6 +129,132 @@ def build_container(settings: Settings) -> Container:
 
 
 async def close_container(container: Container) -> None:
-    """Dispose of pooled connections."""
+    """Dispose of pooled connections (database engine, broker client)."""
     engine = container.engine()
     await engine.dispose()
+    broker = container.broker()
+    if broker is not None:
+        broker.close()
+
+
+# --- Operator helpers: the CLI and the worker reach these adapters only through here. ---
+
+
+def database_location(database_url: str) -> str:
+    """A human description of the database, without credentials."""
+    url = make_url(database_url)
+    if url.get_backend_name() == "sqlite":
+        return f"SQLite {url.database}"
+    where = f"{url.host or 'localhost'}:{url.port or 5432}"
+    return f"PostgreSQL {where}/{url.database or ''}"
+
+
+def _unreachable(database_url: str, exc: BaseException) -> Unavailable:
+    cause = getattr(exc, "orig", None) or exc
+    first_line = (str(cause).strip().splitlines() or [type(cause).__name__])[0][:200]
+    password = make_url(database_url).password
+    if password:
+        first_line = first_line.replace(str(password), "***")
+    return Unavailable(
+        f"cannot reach the database ({database_location(database_url)}): {first_line}"
+    )
+
+
+def migration_state(database_url: str) -> MigrationState:
+    """Where the database stands against the code's migrations.
+
+    Unavailable when the database cannot be reached; Conflict when it carries a
+    revision this code does not know (a newer release migrated it).
+    """
+    # alembic is imported on demand: web and worker processes start faster without it.
+    from alembic.script.revision import RevisionError
+    from alembic.util import CommandError
+
+    from viarah.adapters.db import migrate as db_migrate
+
+    try:
+        return db_migrate.state(database_url)
+    except Exception as exc:
+        if is_connection_error(exc):
+            raise _unreachable(database_url, exc) from exc
+        if isinstance(exc, RevisionError | CommandError):
+            raise Conflict(
+                "the database has a migration revision this code does not know "
+                "(was it migrated by a newer ViaRah?)"
+            ) from exc
+        raise
+
+
+def migrate_database(database_url: str) -> MigrationState:
+    """Upgrade the schema to head (idempotent) and return the resulting state."""
+    from viarah.adapters.db import migrate as db_migrate
+
+    before = migration_state(database_url)
+    if before.pending:
+        try:
+            db_migrate.upgrade(database_url)
+        except Exception as exc:
+            if is_connection_error(exc):
+                raise _unreachable(database_url, exc) from exc
+            raise
+    return migration_state(database_url)
+
+
+#: The broker queues a worker consumes.
+WORKER_QUEUES: frozenset[str] = frozenset({QUEUE_NAME})
+
+
+def declare_worker_actor(
+    container: Container,
+    run_job: Callable[[str], Awaitable[None]],
+    *,
+    time_limit_ms: int,
+) -> dramatiq.Actor[[str], None]:
+    """Declare ``run_outbox_job`` on the container's broker (worker processes only)."""
+    broker = container.broker()
+    if broker is None:
+        raise Unavailable("BROKER_URL: is required to run a worker (redis://host:6379/0)")
+    return declare_job_actor(broker, run_job, time_limit_ms=time_limit_ms)
+
+
+def in_process_queue(container: Container) -> InProcessJobQueue:
+    """The in-process queue of ``viarah serve`` (only when there is no BROKER_URL)."""
+    queue = container.job_queue()
+    if not isinstance(queue, InProcessJobQueue):
+        raise TypeError("BROKER_URL is set: jobs go to the broker, not the in-process queue")
+    return queue
+
+
+def broker_reachable(broker_url: str) -> bool:
+    """True when the Redis at ``broker_url`` answers a PING."""
+    broker = create_redis_broker(broker_url)
+    try:
+        return DramatiqJobQueue(broker).ping()
+    finally:
+        broker.close()
+
+
+def new_fernet_key() -> str:
+    """A fresh key for VIA_RAH_ENCRYPTION_KEY."""
+    return crypto_keys.generate_fernet_key()
+
+
+def new_vapid_keypair() -> crypto_keys.VapidKeypair:
+    """A fresh keypair for WEBPUSH_VAPID_PUBLIC_KEY / WEBPUSH_VAPID_PRIVATE_KEY."""
+    return crypto_keys.generate_vapid_keypair()
+
+
+def key_problems(settings: Settings) -> list[str]:
+    """Configured keys that do not parse, one line each naming the variable."""
+    problems: list[str] = []
+    for position, key in enumerate(settings.encryption_keys, start=1):
+        why = crypto_keys.fernet_key_problem(key)
+        if why is not None:
+            problems.append(f"VIA_RAH_ENCRYPTION_KEY: key #{position} {why}")
+    if settings.vapid_public_key and settings.vapid_private_key:
+        problems.extend(
+            crypto_keys.vapid_keypair_problems(
+                settings.vapid_public_key, settings.vapid_private_key
+            )
+        )
+    return problems

@@ -79,7 +79,9 @@ async def test_orgs_projects_tasks_round_trip(container: Container) -> None:
     assert updated.status.value == "done"
     fetched = await container.tasks().get(member, org.id, task.id)
     assert fetched == updated
-    assert [x.id for x in await container.tasks().list_tasks(member, org.id, project.id)] == [task.id]
+    assert [x.id for x in await container.tasks().list_tasks(member, org.id, project.id)] == [
+        task.id
+    ]
     views = await container.organizations().list_orgs(member)
     assert [(v.org.id, v.role) for v in views] == [(org.id, Role.MEMBER)]
 
@@ -128,7 +130,9 @@ async def test_outbox_rows_commit_with_the_data(container: Container) -> None:
         await uow.commit()
     store = container.job_store()
     due = await store.due_for_dispatch(container.clock().now(), 10)
-    assert [(r.job, r.payload) for r in due] == [("identity.purge_expired_sessions", {"why": "test"})]
+    assert [(r.job, r.payload) for r in due] == [
+        ("identity.purge_expired_sessions", {"why": "test"})
+    ]
 
 
 async def test_job_store_claims_once_and_reclaims_expired(container: Container) -> None:
@@ -140,7 +144,9 @@ async def test_job_store_claims_once_and_reclaims_expired(container: Container) 
     (record,) = await store.due_for_dispatch(now, 10)
     await store.mark_dispatched([record.id], now)
     assert await store.due_for_dispatch(now, 10) == []
-    claimed = await asyncio.gather(*(store.claim(record.id, now, now + timedelta(minutes=5)) for _ in range(4)))
+    claimed = await asyncio.gather(
+        *(store.claim(record.id, now, now + timedelta(minutes=5)) for _ in range(4))
+    )
     assert sum(c is not None for c in claimed) == 1
     later = now + timedelta(minutes=6)
     assert [r.id for r in await store.due_for_dispatch(later, 10)] == [record.id]
@@ -154,14 +160,18 @@ async def test_job_runner_executes_the_real_handler(container: Container) -> Non
     actor = await _user(container, "ada@example.com")
     await container.authentication().login("ada@example.com", "correct horse")
     async with container.engine().begin() as conn:
-        await conn.execute(t.login_sessions.update().values(expires_at=container.clock().now() - timedelta(days=1)))
+        await conn.execute(
+            t.login_sessions.update().values(expires_at=container.clock().now() - timedelta(days=1))
+        )
     async with container.uow() as uow:
         uow.outbox.add(Job("identity.purge_expired_sessions"))
         await uow.commit()
     (record,) = await container.job_store().due_for_dispatch(container.clock().now(), 10)
     assert await container.job_runner().run(record.id)
     async with container.engine().connect() as conn:
-        remaining = (await conn.execute(sa.select(sa.func.count()).select_from(t.login_sessions))).scalar()
+        remaining = (
+            await conn.execute(sa.select(sa.func.count()).select_from(t.login_sessions))
+        ).scalar()
     assert remaining == 0
     assert (await container.job_store().counts())["done"] == 1
     assert actor.user_id

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 import dramatiq
 import redis
 from dramatiq.brokers.redis import RedisBroker
@@ -23,6 +25,32 @@ def create_redis_broker(broker_url: str) -> RedisBroker:
     )
     broker.add_middleware(AsyncIO())
     return broker
+
+
+def declare_job_actor(
+    broker: dramatiq.Broker,
+    run_job: Callable[[str], Awaitable[None]],
+    *,
+    time_limit_ms: int,
+) -> dramatiq.Actor[[str], None]:
+    """Declare the one actor, ``run_outbox_job(job_id)``, on ``broker`` (worker side).
+
+    ``run_job`` is an async callable; the AsyncIO middleware runs it on the worker
+    process's event-loop thread. ``max_retries=0``: a failed job is retried by the outbox
+    (with its backoff and attempt count), never by dramatiq.
+    """
+
+    async def run_outbox_job(job_id: str) -> None:
+        await run_job(job_id)
+
+    decorate = dramatiq.actor(
+        broker=broker,
+        actor_name=RUN_JOB_ACTOR,
+        queue_name=QUEUE_NAME,
+        max_retries=0,
+        time_limit=time_limit_ms,
+    )
+    return decorate(run_outbox_job)
 
 
 class DramatiqJobQueue:

@@ -1,0 +1,149 @@
+"""The outbox relay and the job runner through the real Redis broker and a real dramatiq
+worker, on real PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from tests.integration.worker.conftest import (
+    TcpForwarder,
+    WorkerFactory,
+    free_port,
+    outbox_rows,
+    wait_for,
+    with_container,
+)
+from viarah.container import Container
+from viarah.domain.jobs.model import JobStatus
+from viarah.domain.shared.jobs import Job
+
+pytestmark = [pytest.mark.postgres, pytest.mark.redis]
+
+
+def _statuses(url: str) -> list[str]:
+    return [row["status"] for row in outbox_rows(url)]
+
+
+def test_a_committed_job_runs_exactly_once(workers: WorkerFactory) -> None:
+    calls: list[dict[str, Any]] = []
+
+    async def handler(payload: dict[str, Any]) -> None:
+        calls.append(payload)
+
+    worker = workers.start({"test.record": handler})
+    wait_for(lambda: "worker: ready" in worker.lines, what="worker: ready")
+    worker.commit_job("test.record", {"n": 1})
+
+    wait_for(lambda: _statuses(workers.postgres_url) == ["done"], what="the job to finish")
+    # Several more relay passes (every 0.2 s) must not hand the finished job out again.
+    background = worker.runtime.background
+    assert background is not None
+    passes = [worker.run(background.relay_once()) for _ in range(3)]
+    assert passes == [0, 0, 0]
+    assert calls == [{"n": 1}]
+    assert outbox_rows(workers.postgres_url)[0]["attempts"] == 0
+    assert worker.lines.count("worker: ready") == 1
+    wait_for(lambda: "heartbeat: alive" in worker.lines, what="a heartbeat")
+
+
+def test_a_failing_job_is_retried_later_with_its_attempts_recorded(
+    workers: WorkerFactory,
+) -> None:
+    calls: list[str] = []
+
+    async def flaky(_payload: dict[str, Any]) -> None:
+        calls.append("called")
+        if len(calls) == 1:
+            raise RuntimeError("first attempt fails")
+
+    worker = workers.start({"test.flaky": flaky})
+    worker.commit_job("test.flaky")
+
+    wait_for(lambda: len(calls) == 1, what="the first attempt")
+    wait_for(lambda: _statuses(workers.postgres_url) == ["pending"], what="the retry to be due")
+    row = outbox_rows(workers.postgres_url)[0]
+    assert row["attempts"] == 1
+    assert row["last_error"] == "RuntimeError"
+
+    # retry_delay(1) is 2 s: the relay hands the job out again after it.
+    wait_for(lambda: _statuses(workers.postgres_url) == ["done"], what="the retry to succeed")
+    assert len(calls) == 2
+    assert outbox_rows(workers.postgres_url)[0]["attempts"] == 1
+
+
+def test_a_job_whose_claim_expired_runs_again(workers: WorkerFactory) -> None:
+    calls: list[str] = []
+
+    async def handler(_payload: dict[str, Any]) -> None:
+        calls.append("called")
+
+    async def orphan(container: Container) -> None:
+        # A worker claimed the job and died: it is "running" and its claim has expired.
+        async with container.uow() as uow:
+            uow.outbox.add(Job("test.orphan"))
+            await uow.commit()
+        store = container.job_store()
+        now = container.clock().now()
+        (record,) = await store.due_for_dispatch(now, 10)
+        claimed = await store.claim(record.id, now, now - timedelta(seconds=1))
+        assert claimed is not None
+        assert claimed.status is JobStatus.RUNNING
+
+    with_container(workers.postgres_url, orphan)  # before any worker runs
+    assert _statuses(workers.postgres_url) == ["running"]
+
+    workers.start({"test.orphan": handler})
+    wait_for(lambda: _statuses(workers.postgres_url) == ["done"], what="the orphan to re-run")
+    assert calls == ["called"]
+
+
+def test_graceful_stop_lets_the_running_job_finish(workers: WorkerFactory) -> None:
+    started = threading.Event()
+
+    async def slow(_payload: dict[str, Any]) -> None:
+        started.set()
+        await asyncio.sleep(1.0)
+
+    worker = workers.start({"test.slow": slow})
+    worker.commit_job("test.slow")
+    wait_for(started.is_set, what="the slow job to start")
+    worker.runtime.stop(timeout=5)
+    assert _statuses(workers.postgres_url) == ["done"]
+
+
+def test_broker_outage_keeps_jobs_in_the_outbox_until_redis_is_back(
+    workers: WorkerFactory,
+) -> None:
+    calls: list[str] = []
+
+    async def handler(_payload: dict[str, Any]) -> None:
+        calls.append("called")
+
+    forwarder = TcpForwarder(free_port(), workers.redis_url)  # nothing listens there yet
+    worker = workers.start({"test.delayed": handler}, broker_url=forwarder.url)
+    worker.commit_job("test.delayed")
+    try:
+        wait_for(
+            lambda: any(line.startswith("broker: unreachable") for line in worker.lines),
+            what="the outage to be reported",
+        )
+        relay = worker.runtime.container.relay()
+        assert worker.run(relay.relay_once()) == 0  # nothing handed over, nothing lost
+        assert relay.broker_down
+        assert _statuses(workers.postgres_url) == ["pending"]
+        assert calls == []
+
+        forwarder.start()  # Redis is reachable again on the same URL
+        wait_for(lambda: _statuses(workers.postgres_url) == ["done"], what="the job to run")
+        wait_for(lambda: "broker: reachable again" in worker.lines, what="the recovery line")
+    finally:
+        workers.stop_all()
+        forwarder.stop()
+    assert calls == ["called"]
+    outage_lines = [line for line in worker.lines if line.startswith("broker:")]
+    assert len(outage_lines) == 2, outage_lines
