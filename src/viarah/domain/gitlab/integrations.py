@@ -50,7 +50,8 @@ class Validation:
 
 def event_job(event_type: str, payload: dict[str, Any]) -> Job:
     """A notification event, delivered by the worker through the outbox."""
-    return Job(name=f"event.{event_type}", payload={"event_type": event_type, **payload})
+    body = {"event_id": new_id(), "event_type": event_type, **payload}
+    return Job(name=f"event.{event_type}", payload=body)
 
 
 def _secret(field: str, value: str) -> str:
