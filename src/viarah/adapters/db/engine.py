@@ -62,7 +62,7 @@ def create_engine(database_url: str, *, pool_size: int = 10) -> AsyncEngine:
     url = async_url(database_url)
     if url.startswith("sqlite"):
         ensure_sqlite_directory(database_url)
-        engine = create_async_engine(url, connect_args={"timeout": 10})
+        engine = create_async_engine(url, connect_args={"timeout": 10}, hide_parameters=True)
         _configure_sqlite(engine.sync_engine)
         return engine
     return create_async_engine(
@@ -72,6 +72,7 @@ def create_engine(database_url: str, *, pool_size: int = 10) -> AsyncEngine:
         pool_pre_ping=True,
         pool_timeout=5,
         connect_args={"connect_timeout": 5},
+        hide_parameters=True,
     )
 
 
@@ -79,7 +80,9 @@ def create_sync_engine(database_url: str) -> sa.Engine:
     url = sync_url(database_url)
     if url.startswith("sqlite"):
         ensure_sqlite_directory(database_url)
-        engine = sa.create_engine(url)
+        engine = sa.create_engine(url, hide_parameters=True)
         _configure_sqlite(engine)
         return engine
-    return sa.create_engine(url, connect_args={"connect_timeout": 5}, pool_pre_ping=True)
+    return sa.create_engine(
+        url, connect_args={"connect_timeout": 5}, pool_pre_ping=True, hide_parameters=True
+    )
