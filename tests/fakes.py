@@ -536,7 +536,9 @@ class FakePushDeliveries(_Repo):
         times = [
             d.next_attempt_at
             for d in self.db.push_deliveries.values()
-            if d.notification_id == notification_id and d.status is DeliveryState.PENDING
+            if d.notification_id == notification_id
+            and d.status is DeliveryState.PENDING
+            and d.subscription_id in self.db.subscriptions
         ]
         return min(times) if times else None
 

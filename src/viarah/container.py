@@ -9,6 +9,7 @@ container per process (per event loop): async engines belong to the loop that us
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 import dramatiq
@@ -18,9 +19,12 @@ from sqlalchemy.engine import make_url
 
 from viarah.adapters.crypto import keys as crypto_keys
 from viarah.adapters.crypto.passwords import Argon2PasswordHasher
+from viarah.adapters.crypto.secrets import FernetSecretBox, HmacKeyedHasher
 from viarah.adapters.db.engine import create_engine
 from viarah.adapters.db.jobs import SqlHeartbeatStore, SqlJobStore, database_answers
 from viarah.adapters.db.uow import SqlUnitOfWork, is_connection_error
+from viarah.adapters.gitlab.http import HttpxGitLabClient
+from viarah.adapters.outbound.clients import GuardedHttpClients
 from viarah.adapters.queue.dramatiq import (
     QUEUE_NAME,
     DramatiqJobQueue,
@@ -28,6 +32,10 @@ from viarah.adapters.queue.dramatiq import (
     declare_job_actor,
 )
 from viarah.adapters.queue.inprocess import InProcessJobQueue
+from viarah.domain.gitlab.integrations import GitLabIntegrations
+from viarah.domain.gitlab.keys import StoredSecrets
+from viarah.domain.gitlab.links import REFRESH_JOB, GitLabLinks, GitLabRefresher
+from viarah.domain.gitlab.webhooks import PROCESS_JOB, GitLabWebhooks
 from viarah.domain.identity.services import ApiTokens, Authentication, Users
 from viarah.domain.jobs.ports import JobHandler
 from viarah.domain.jobs.services import (
@@ -36,15 +44,23 @@ from viarah.domain.jobs.services import (
     SystemHealth,
     WorkerPresence,
 )
+from viarah.domain.notifications.model import EVENT_TYPES
+from viarah.domain.notifications.services import (
+    NotificationPreferences,
+    Notifier,
+    PushSubscriptions,
+)
 from viarah.domain.orgs.services import Memberships, Organizations, Projects, Tasks
 from viarah.domain.shared.clock import SystemClock
 from viarah.domain.shared.errors import Conflict, Unavailable
+from viarah.domain.shared.outbound import OutboundPolicy
 from viarah.settings import Settings
 
 if TYPE_CHECKING:
     from viarah.adapters.db.migrate import MigrationState
 
 PURGE_SESSIONS_JOB = "identity.purge_expired_sessions"
+CHECK_TOKEN_EXPIRY_JOB = "gitlab.check_token_expiry"
 
 
 def _broker(settings: Settings) -> RedisBroker | None:
@@ -59,11 +75,47 @@ def _job_queue(
     return InProcessJobQueue()
 
 
-def _job_handlers(authentication: Authentication) -> dict[str, JobHandler]:
+def _job_handlers(
+    authentication: Authentication,
+    refresher: GitLabRefresher,
+    webhooks: GitLabWebhooks,
+    integrations: GitLabIntegrations,
+    notifier: Notifier,
+) -> dict[str, JobHandler]:
+    """Every job the worker knows, by name; each handler is idempotent."""
+
     async def purge_expired_sessions(_payload: dict[str, Any]) -> None:
         await authentication.purge_expired_sessions()
 
-    return {PURGE_SESSIONS_JOB: purge_expired_sessions}
+    async def refresh_object(payload: dict[str, Any]) -> None:
+        await refresher.refresh(
+            str(payload["org_id"]),
+            str(payload["project_path"]),
+            str(payload["kind"]),
+            int(payload["iid"]),
+        )
+
+    async def process_delivery(payload: dict[str, Any]) -> None:
+        await webhooks.process(str(payload["delivery_id"]))
+
+    async def check_token_expiry(_payload: dict[str, Any]) -> None:
+        await integrations.warn_expiring_tokens()
+
+    async def notify(payload: dict[str, Any]) -> None:
+        await notifier.notify(payload)
+
+    handlers: dict[str, JobHandler] = {
+        PURGE_SESSIONS_JOB: purge_expired_sessions,
+        REFRESH_JOB: refresh_object,
+        PROCESS_JOB: process_delivery,
+        CHECK_TOKEN_EXPIRY_JOB: check_token_expiry,
+    }
+    handlers.update({f"event.{event_type}": notify for event_type in EVENT_TYPES})
+    return handlers
+
+
+def _ttl(settings: Settings) -> timedelta:
+    return timedelta(seconds=settings.gitlab_metadata_ttl_seconds)
 
 
 def _database_probe(engine: Any) -> Callable[[], Any]:
@@ -106,9 +158,57 @@ class Container(containers.DeclarativeContainer):
     projects = providers.Factory(Projects, uow=uow.provider, clock=clock)
     tasks = providers.Factory(Tasks, uow=uow.provider, clock=clock)
 
+    secret_box = providers.ThreadSafeSingleton(
+        FernetSecretBox, keys=settings.provided.encryption_keys
+    )
+    keyed_hasher = providers.ThreadSafeSingleton(
+        HmacKeyedHasher, secret_key=settings.provided.secret_key
+    )
+    outbound_policy = providers.ThreadSafeSingleton(
+        OutboundPolicy, settings.provided.outbound_allowlist
+    )
+    outbound_http = providers.ThreadSafeSingleton(GuardedHttpClients, outbound_policy)
+    gitlab_client = providers.ThreadSafeSingleton(HttpxGitLabClient, outbound_http, clock=clock)
+    gitlab_integrations = providers.Factory(
+        GitLabIntegrations,
+        uow=uow.provider,
+        clock=clock,
+        box=secret_box,
+        hasher=keyed_hasher,
+        client=gitlab_client,
+    )
+    gitlab_links = providers.Factory(
+        GitLabLinks, uow=uow.provider, clock=clock, ttl=providers.Callable(_ttl, settings)
+    )
+    gitlab_refresher = providers.Factory(
+        GitLabRefresher, uow=uow.provider, clock=clock, box=secret_box, client=gitlab_client
+    )
+    gitlab_webhooks = providers.Factory(
+        GitLabWebhooks,
+        uow=uow.provider,
+        clock=clock,
+        hasher=keyed_hasher,
+        box=secret_box,
+        refresher=gitlab_refresher,
+    )
+    stored_secrets = providers.Factory(StoredSecrets, uow=uow.provider, clock=clock, box=secret_box)
+
+    push_subscriptions = providers.Factory(
+        PushSubscriptions, uow=uow.provider, clock=clock, policy=outbound_policy
+    )
+    notification_preferences = providers.Factory(NotificationPreferences, uow=uow.provider)
+    notifier = providers.Factory(Notifier, uow=uow.provider, clock=clock)
+
     job_store = providers.ThreadSafeSingleton(SqlJobStore, engine=engine)
     heartbeat_store = providers.ThreadSafeSingleton(SqlHeartbeatStore, engine=engine)
-    job_handlers = providers.Callable(_job_handlers, authentication=authentication)
+    job_handlers = providers.Callable(
+        _job_handlers,
+        authentication=authentication,
+        refresher=gitlab_refresher,
+        webhooks=gitlab_webhooks,
+        integrations=gitlab_integrations,
+        notifier=notifier,
+    )
     relay = providers.ThreadSafeSingleton(
         OutboxRelay, store=job_store, queue=job_queue, clock=clock
     )
@@ -129,7 +229,8 @@ def build_container(settings: Settings) -> Container:
 
 
 async def close_container(container: Container) -> None:
-    """Dispose of pooled connections (database engine, broker client)."""
+    """Dispose of pooled connections (database engine, broker client, outbound HTTP)."""
+    await container.outbound_http().aclose()
     engine = container.engine()
     await engine.dispose()
     broker = container.broker()

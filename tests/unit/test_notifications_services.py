@@ -1,15 +1,12 @@
 from __future__ import annotations
 
-import base64
 import json
-import os
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
 
+from tests.factories import b64url, browser_keys
 from tests.fakes import FakePushSender, FakeUnitOfWork
 from tests.unit.conftest import App
 from viarah.domain.notifications.model import (
@@ -36,18 +33,7 @@ from viarah.domain.shared.errors import InvalidInput, NotFound
 from viarah.domain.shared.ids import new_id
 from viarah.domain.shared.outbound import OutboundPolicy
 
-
-def b64(raw: bytes) -> str:
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def browser_keys() -> tuple[str, str]:
-    point = (
-        ec.generate_private_key(ec.SECP256R1())
-        .public_key()
-        .public_bytes(serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint)
-    )
-    return b64(point), b64(os.urandom(16))
+b64 = b64url
 
 
 @dataclass

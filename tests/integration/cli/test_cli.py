@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import io
 import subprocess
 import sys
 from pathlib import Path
@@ -15,41 +14,13 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from tests.conftest import base_env
+from tests.integration.cli.helpers import run
 from viarah.container import build_container, close_container, migration_state
 from viarah.domain.shared.actor import TokenScope
-from viarah.entrypoints.cli.main import main
-from viarah.settings import VARIABLES, load_settings
+from viarah.settings import load_settings
 
 VIARAH = Path(sys.executable).with_name("viarah")
 PASSWORD = "correct horse battery"
-
-
-@pytest.fixture
-def env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> pytest.MonkeyPatch:
-    """A clean environment in an empty directory (no stray .env), valid by default."""
-    monkeypatch.chdir(tmp_path)
-    for variable in VARIABLES:
-        monkeypatch.delenv(variable.name, raising=False)
-        if variable.alias:
-            monkeypatch.delenv(variable.alias, raising=False)
-    for name, value in base_env().items():
-        monkeypatch.setenv(name, value)
-    return monkeypatch
-
-
-def run(
-    capsys: pytest.CaptureFixture[str], *argv: str, stdin: str | None = None
-) -> tuple[int, str, str]:
-    """``viarah *argv`` in-process: (exit code, stdout, stderr)."""
-    saved = sys.stdin
-    if stdin is not None:
-        sys.stdin = io.StringIO(stdin)
-    try:
-        code = main(list(argv))
-    finally:
-        sys.stdin = saved
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def _b64url(text: str) -> bytes:

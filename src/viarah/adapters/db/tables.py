@@ -254,3 +254,66 @@ audit_events = sa.Table(
     sa.Column("details", sa.JSON, nullable=False),
     sa.Column("created_at", UTCDateTime, nullable=False),
 )
+
+push_subscriptions = sa.Table(
+    "push_subscriptions",
+    metadata,
+    sa.Column("id", Id, primary_key=True),
+    sa.Column(
+        "user_id", Id, sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=False, index=True
+    ),
+    sa.Column("endpoint", sa.String(2048), nullable=False),
+    sa.Column("endpoint_digest", sa.String(64), nullable=False, unique=True),
+    sa.Column("p256dh", sa.String(200), nullable=False),
+    sa.Column("auth", sa.String(100), nullable=False),
+    sa.Column("expiration_time", UTCDateTime, nullable=True),
+    sa.Column("user_agent", sa.String(500), nullable=True),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+    sa.Column("last_success_at", UTCDateTime, nullable=True),
+    sa.Column("last_failure_at", UTCDateTime, nullable=True),
+    sa.Column("last_failure_reason", sa.String(300), nullable=True),
+)
+
+notification_preferences = sa.Table(
+    "notification_preferences",
+    metadata,
+    sa.Column("user_id", Id, sa.ForeignKey("users.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("event_type", sa.String(100), primary_key=True),
+    sa.Column("channel", sa.String(16), primary_key=True),
+    sa.Column("enabled", sa.Boolean, nullable=False),
+)
+
+notifications = sa.Table(
+    "notifications",
+    metadata,
+    sa.Column("id", Id, primary_key=True),
+    sa.Column("event_key", sa.String(100), nullable=False, unique=True),
+    sa.Column("event_type", sa.String(100), nullable=False),
+    sa.Column("org_id", Id, nullable=False),
+    sa.Column("task_id", Id, nullable=True),
+    sa.Column("title", sa.String(500), nullable=False),
+    sa.Column("body", sa.String(2000), nullable=False),
+    sa.Column("url", sa.String(2048), nullable=False),
+    sa.Column("topic", sa.String(32), nullable=True),
+    sa.Column("urgency", sa.String(16), nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+)
+
+push_deliveries = sa.Table(
+    "push_deliveries",
+    metadata,
+    sa.Column("id", Id, primary_key=True),
+    sa.Column(
+        "notification_id", Id, sa.ForeignKey("notifications.id", ondelete="CASCADE"), nullable=False
+    ),
+    sa.Column("subscription_id", Id, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False),
+    sa.Column("next_attempt_at", UTCDateTime, nullable=False),
+    sa.Column("last_status", sa.Integer, nullable=True),
+    sa.Column("last_error", sa.String(300), nullable=True),
+    sa.Column("sent_at", UTCDateTime, nullable=True),
+    sa.UniqueConstraint("notification_id", "subscription_id", name="uq_push_deliveries_pair"),
+    sa.Index("ix_push_deliveries_due", "notification_id", "status", "next_attempt_at"),
+)

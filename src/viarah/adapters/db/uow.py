@@ -11,6 +11,7 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from viarah.adapters.db import gitlab as g
+from viarah.adapters.db import notifications as n
 from viarah.adapters.db import repositories as r
 from viarah.adapters.db import tables as t
 from viarah.domain.shared.clock import Clock
@@ -82,6 +83,11 @@ class SqlUnitOfWork:
         self.webhook_deliveries = g.SqlDeliveryRepository(conn)
         self.audit = g.SqlAuditLog(conn)
         self.org_access = g.SqlOrgAccess(conn)
+        self.push_subscriptions = n.SqlSubscriptionRepository(conn)
+        self.preferences = n.SqlPreferenceRepository(conn)
+        self.notifications = n.SqlNotificationRepository(conn)
+        self.push_deliveries = n.SqlPushDeliveryRepository(conn)
+        self.audience = n.SqlAudience(conn)
         self.outbox = SqlOutbox()
         return self
 

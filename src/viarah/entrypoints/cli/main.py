@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from viarah.domain.shared.errors import DomainError
-from viarah.entrypoints.cli import admin, serving
+from viarah.entrypoints.cli import admin, secrets, serving
 from viarah.entrypoints.cli.common import CommandFailed, err
 from viarah.settings import SettingsError
 
@@ -82,11 +82,21 @@ def build_parser() -> argparse.ArgumentParser:
     create_token.add_argument("--scope", choices=("read", "write"), default="read")
     create_token.add_argument("--expires-days", type=_positive, default=None)
 
-    keys = sub.add_parser("keys", help="generate keys").add_subparsers(
+    keys = sub.add_parser("keys", help="generate and rotate keys").add_subparsers(
         dest="action", required=True, metavar="ACTION"
     )
     _command(keys, "fernet", admin.keys_fernet, "a fresh VIA_RAH_ENCRYPTION_KEY")
     _command(keys, "vapid", admin.keys_vapid, "a fresh Web Push VAPID keypair")
+    _command(
+        keys,
+        "rotate",
+        secrets.rotate,
+        "re-encrypt every stored secret with the first key of VIA_RAH_ENCRYPTION_KEY",
+    )
+    doctor = sub.add_parser("doctor", help="diagnose stored data").add_subparsers(
+        dest="action", required=True, metavar="ACTION"
+    )
+    _command(doctor, "secrets", secrets.doctor_secrets, "report secrets no configured key decrypts")
 
     _command(sub, "check", admin.check, "validate the configuration; exit 1 on any problem")
     return parser

@@ -22,13 +22,17 @@ import time
 from collections.abc import Callable
 from types import FrameType
 
-from viarah.container import PURGE_SESSIONS_JOB
+from viarah.container import CHECK_TOKEN_EXPIRY_JOB, PURGE_SESSIONS_JOB
 from viarah.entrypoints.worker.background import PURGE_INTERVAL_SECONDS, PeriodicJob
 from viarah.entrypoints.worker.runtime import DEFAULT_STOP_TIMEOUT_SECONDS, DramatiqWorkerRuntime
 from viarah.entrypoints.worker.status import configure_logging, say
 from viarah.settings import Settings, load_settings
 
-PERIODIC_JOBS = (PeriodicJob(PURGE_SESSIONS_JOB, PURGE_INTERVAL_SECONDS),)
+#: Jobs every worker adds to the outbox at start and then at these intervals.
+PERIODIC_JOBS = (
+    PeriodicJob(PURGE_SESSIONS_JOB, PURGE_INTERVAL_SECONDS),
+    PeriodicJob(CHECK_TOKEN_EXPIRY_JOB, 6 * 3600),
+)
 
 
 def _install_stop_handlers(
