@@ -686,7 +686,9 @@ class FakeJobStore:
             return True
         return status is JobStatus.RUNNING and self.locked_until[job_id] < now
 
-    async def due_for_dispatch(self, now: datetime, limit: int) -> list[JobRecord]:
+    async def due_for_dispatch(
+        self, now: datetime, limit: int, dead_after: timedelta | None = None
+    ) -> list[JobRecord]:
         due = []
         for job_id, rec in self.records.items():
             if (
@@ -700,13 +702,22 @@ class FakeJobStore:
                 due.append(rec)
         return due[:limit]
 
-    async def mark_dispatched(self, job_ids: list[str], now: datetime) -> None:
+    async def mark_dispatched(
+        self, job_ids: list[str], now: datetime, dead_after: timedelta | None = None
+    ) -> None:
         for job_id in job_ids:
             if self._redeliverable(job_id, now):
                 self.records[job_id] = replace(self.records[job_id], status=JobStatus.DISPATCHED)
                 self.dispatched_at[job_id] = now
 
-    async def claim(self, job_id: str, now: datetime, lock_until: datetime) -> JobRecord | None:
+    async def claim(
+        self,
+        job_id: str,
+        now: datetime,
+        lock_until: datetime,
+        holder: str | None = None,
+        dead_after: timedelta | None = None,
+    ) -> JobRecord | None:
         if job_id not in self.records or not self._redeliverable(job_id, now):
             return None
         self.records[job_id] = replace(self.records[job_id], status=JobStatus.RUNNING)

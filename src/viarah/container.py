@@ -37,6 +37,7 @@ from viarah.domain.gitlab.keys import StoredSecrets
 from viarah.domain.gitlab.links import REFRESH_JOB, GitLabLinks, GitLabRefresher
 from viarah.domain.gitlab.webhooks import PROCESS_JOB, GitLabWebhooks
 from viarah.domain.identity.services import ApiTokens, Authentication, Users
+from viarah.domain.jobs.model import dead_worker_after
 from viarah.domain.jobs.ports import JobHandler
 from viarah.domain.jobs.services import (
     JobRunner,
@@ -112,6 +113,10 @@ def _job_handlers(
     }
     handlers.update({f"event.{event_type}": notify for event_type in EVENT_TYPES})
     return handlers
+
+
+def _dead_worker_after(settings: Settings) -> timedelta:
+    return dead_worker_after(settings.worker_heartbeat_seconds)
 
 
 def _ttl(settings: Settings) -> timedelta:
@@ -210,9 +215,19 @@ class Container(containers.DeclarativeContainer):
         notifier=notifier,
     )
     relay = providers.ThreadSafeSingleton(
-        OutboxRelay, store=job_store, queue=job_queue, clock=clock
+        OutboxRelay,
+        store=job_store,
+        queue=job_queue,
+        clock=clock,
+        dead_worker_after=providers.Callable(_dead_worker_after, settings),
     )
-    job_runner = providers.Factory(JobRunner, store=job_store, clock=clock, handlers=job_handlers)
+    job_runner = providers.Factory(
+        JobRunner,
+        store=job_store,
+        clock=clock,
+        handlers=job_handlers,
+        dead_worker_after=providers.Callable(_dead_worker_after, settings),
+    )
     presence = providers.Factory(WorkerPresence, store=heartbeat_store, clock=clock)
     health = providers.Factory(
         SystemHealth,

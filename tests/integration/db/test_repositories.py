@@ -10,6 +10,7 @@ import sqlalchemy as sa
 
 from viarah.adapters.db import tables as t
 from viarah.container import Container
+from viarah.domain.jobs.model import Heartbeat
 from viarah.domain.orgs.model import Role
 from viarah.domain.shared.actor import Actor
 from viarah.domain.shared.errors import Conflict, Forbidden, NotFound
@@ -188,3 +189,28 @@ async def test_heartbeats_and_readiness(container: Container) -> None:
     age = (await health.readiness()).last_heartbeat_age
     assert age is not None
     assert age < timedelta(seconds=5)
+
+
+async def test_job_of_a_dead_worker_is_redispatched_and_reclaimed(container: Container) -> None:
+    """A worker killed mid-job stops beating; its job becomes runnable again."""
+    async with container.uow() as uow:
+        uow.outbox.add(Job("identity.purge_expired_sessions"))
+        await uow.commit()
+    store = container.job_store()
+    now = container.clock().now()
+    (record,) = await store.due_for_dispatch(now, 10)
+    dead_after = timedelta(seconds=5)
+    beats = container.heartbeat_store()
+    await beats.record(Heartbeat("alive", "host", 1, now, now))
+    assert await store.claim(record.id, now, now + timedelta(minutes=5), "alive", dead_after)
+    later = now + timedelta(seconds=3)
+    assert await store.due_for_dispatch(later, 10, dead_after) == []  # holder still beats
+    assert await store.claim(record.id, later, later, "other", dead_after) is None
+    much_later = now + timedelta(seconds=30)  # "alive" has not beaten for 30 s: dead
+    assert [r.id for r in await store.due_for_dispatch(much_later, 10, dead_after)] == [record.id]
+    reclaimed = await store.claim(
+        record.id, much_later, much_later + timedelta(minutes=5), "other", dead_after
+    )
+    assert reclaimed is not None
+    await beats.record(Heartbeat("other", "host", 2, much_later, much_later))
+    assert await store.due_for_dispatch(much_later, 10, dead_after) == []

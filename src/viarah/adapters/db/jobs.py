@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -26,11 +26,25 @@ def _record(row: sa.Row[Any]) -> JobRecord:
     )
 
 
-def _redeliverable(now: datetime) -> sa.ColumnElement[bool]:
-    """Not finished, and not held by a worker whose claim is still valid."""
+def _holder_dead(now: datetime, dead_after: timedelta | None) -> sa.ColumnElement[bool]:
+    """The job's worker has not recorded a heartbeat for ``dead_after`` (or ever)."""
+    if dead_after is None:
+        return sa.false()
+    hb = t.worker_heartbeats.c
+    alive = sa.select(hb.worker_id).where(
+        hb.worker_id == _o.locked_by, hb.last_seen_at >= now - dead_after
+    )
+    return sa.and_(_o.locked_by.is_not(None), ~alive.exists())
+
+
+def _redeliverable(now: datetime, dead_after: timedelta | None = None) -> sa.ColumnElement[bool]:
+    """Not finished, and not held by a live worker whose claim is still valid."""
     return sa.or_(
         _o.status.in_([JobStatus.PENDING.value, JobStatus.DISPATCHED.value]),
-        sa.and_(_o.status == JobStatus.RUNNING.value, _o.locked_until < now),
+        sa.and_(
+            _o.status == JobStatus.RUNNING.value,
+            sa.or_(_o.locked_until < now, _holder_dead(now, dead_after)),
+        ),
     )
 
 
@@ -38,7 +52,9 @@ class SqlJobStore:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
 
-    async def due_for_dispatch(self, now: datetime, limit: int) -> list[JobRecord]:
+    async def due_for_dispatch(
+        self, now: datetime, limit: int, dead_after: timedelta | None = None
+    ) -> list[JobRecord]:
         query = (
             sa.select(t.outbox)
             .where(
@@ -48,7 +64,10 @@ class SqlJobStore:
                         _o.status == JobStatus.DISPATCHED.value,
                         _o.dispatched_at < now - DISPATCH_TIMEOUT,
                     ),
-                    sa.and_(_o.status == JobStatus.RUNNING.value, _o.locked_until < now),
+                    sa.and_(
+                        _o.status == JobStatus.RUNNING.value,
+                        sa.or_(_o.locked_until < now, _holder_dead(now, dead_after)),
+                    ),
                 )
             )
             .order_by(_o.available_at, _o.id)
@@ -57,20 +76,29 @@ class SqlJobStore:
         async with self._engine.connect() as conn:
             return [_record(row) for row in (await conn.execute(query)).all()]
 
-    async def mark_dispatched(self, job_ids: list[str], now: datetime) -> None:
+    async def mark_dispatched(
+        self, job_ids: list[str], now: datetime, dead_after: timedelta | None = None
+    ) -> None:
         async with self._engine.begin() as conn:
             await conn.execute(
                 t.outbox.update()
-                .where(_o.id.in_(job_ids), _redeliverable(now))
-                .values(status=JobStatus.DISPATCHED.value, dispatched_at=now)
+                .where(_o.id.in_(job_ids), _redeliverable(now, dead_after))
+                .values(status=JobStatus.DISPATCHED.value, dispatched_at=now, locked_by=None)
             )
 
-    async def claim(self, job_id: str, now: datetime, lock_until: datetime) -> JobRecord | None:
+    async def claim(
+        self,
+        job_id: str,
+        now: datetime,
+        lock_until: datetime,
+        holder: str | None = None,
+        dead_after: timedelta | None = None,
+    ) -> JobRecord | None:
         async with self._engine.begin() as conn:
             result = await conn.execute(
                 t.outbox.update()
-                .where(_o.id == job_id, _redeliverable(now))
-                .values(status=JobStatus.RUNNING.value, locked_until=lock_until)
+                .where(_o.id == job_id, _redeliverable(now, dead_after))
+                .values(status=JobStatus.RUNNING.value, locked_until=lock_until, locked_by=holder)
             )
             if result.rowcount != 1:
                 return None

@@ -161,6 +161,7 @@ outbox = sa.Table(
     sa.Column("available_at", UTCDateTime, nullable=False),
     sa.Column("dispatched_at", UTCDateTime, nullable=True),
     sa.Column("locked_until", UTCDateTime, nullable=True),
+    sa.Column("locked_by", sa.String(100), nullable=True),
     sa.Column("finished_at", UTCDateTime, nullable=True),
     sa.Column("last_error", sa.String(1000), nullable=True),
     sa.Index("ix_outbox_status_available_at", "status", "available_at"),

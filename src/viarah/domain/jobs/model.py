@@ -9,8 +9,17 @@ from typing import Any
 
 #: A dispatched job not claimed within this time is handed to the broker again.
 DISPATCH_TIMEOUT = timedelta(seconds=60)
-#: A claimed job whose worker died is claimable again after this time.
+#: A claimed job is claimable again after this time, even if its worker still beats.
 CLAIM_TIMEOUT = timedelta(minutes=5)
+#: A worker with no heartbeat for this long is dead; its running jobs are re-sent.
+DEFAULT_DEAD_WORKER_AFTER = timedelta(seconds=90)
+
+
+def dead_worker_after(heartbeat_seconds: float) -> timedelta:
+    """Three missed heartbeats (plus slack) mean the worker is gone."""
+    return timedelta(seconds=3 * heartbeat_seconds + 2)
+
+
 MAX_ATTEMPTS = 12
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from viarah.domain.jobs.model import Heartbeat, JobRecord
@@ -12,14 +12,27 @@ from viarah.domain.jobs.model import Heartbeat, JobRecord
 class JobStore(Protocol):
     """The outbox table. Each method is its own short transaction."""
 
-    async def due_for_dispatch(self, now: datetime, limit: int) -> list[JobRecord]:
-        """Pending jobs that are due, plus dispatched/running ones whose time ran out."""
+    async def due_for_dispatch(
+        self, now: datetime, limit: int, dead_after: timedelta | None = None
+    ) -> list[JobRecord]:
+        """Pending jobs that are due, dispatched ones nobody claimed in time, and running
+        ones whose claim expired or whose worker has not beaten for ``dead_after``."""
         ...
 
-    async def mark_dispatched(self, job_ids: list[str], now: datetime) -> None: ...
+    async def mark_dispatched(
+        self, job_ids: list[str], now: datetime, dead_after: timedelta | None = None
+    ) -> None: ...
 
-    async def claim(self, job_id: str, now: datetime, lock_until: datetime) -> JobRecord | None:
-        """Atomically take a job to run; None if done, failed or held by a live worker."""
+    async def claim(
+        self,
+        job_id: str,
+        now: datetime,
+        lock_until: datetime,
+        holder: str | None = None,
+        dead_after: timedelta | None = None,
+    ) -> JobRecord | None:
+        """Atomically take a job to run for worker ``holder``; None if it is done, failed
+        or held by a live worker (one that beat within ``dead_after``)."""
         ...
 
     async def finish(self, job_id: str, now: datetime) -> None: ...

@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 
 from viarah.domain.jobs.model import (
     CLAIM_TIMEOUT,
+    DEFAULT_DEAD_WORKER_AFTER,
     MAX_ATTEMPTS,
     Heartbeat,
     retry_delay,
@@ -33,11 +34,19 @@ class OutboxRelay:
     A broker outage only delays jobs: they stay ``pending`` and the next pass sends them.
     """
 
-    def __init__(self, store: JobStore, queue: JobQueue, clock: Clock, batch: int = 500) -> None:
+    def __init__(
+        self,
+        store: JobStore,
+        queue: JobQueue,
+        clock: Clock,
+        batch: int = 500,
+        dead_worker_after: timedelta = DEFAULT_DEAD_WORKER_AFTER,
+    ) -> None:
         self._store = store
         self._queue = queue
         self._clock = clock
         self._batch = batch
+        self._dead_after = dead_worker_after
         self._broker_down = False
 
     @property
@@ -47,7 +56,7 @@ class OutboxRelay:
     async def relay_once(self) -> int:
         """Dispatch every due job once; returns how many were handed to the broker."""
         now = self._clock.now()
-        due = await self._store.due_for_dispatch(now, self._batch)
+        due = await self._store.due_for_dispatch(now, self._batch, self._dead_after)
         sent: list[str] = []
         try:
             for record in due:
@@ -62,22 +71,33 @@ class OutboxRelay:
                 log.warning("broker: reachable again, relaying pending jobs")
             self._broker_down = False
         if sent:
-            await self._store.mark_dispatched(sent, now)
+            await self._store.mark_dispatched(sent, now, self._dead_after)
         return len(sent)
 
 
 class JobRunner:
     """Runs one job by id, at most once in effect, recording the outcome in the outbox."""
 
-    def __init__(self, store: JobStore, clock: Clock, handlers: Mapping[str, JobHandler]) -> None:
+    def __init__(
+        self,
+        store: JobStore,
+        clock: Clock,
+        handlers: Mapping[str, JobHandler],
+        dead_worker_after: timedelta = DEFAULT_DEAD_WORKER_AFTER,
+    ) -> None:
         self._store = store
         self._clock = clock
         self._handlers = handlers
+        self._dead_after = dead_worker_after
 
-    async def run(self, job_id: str) -> bool:
-        """True if this call ran the job; False if it was done already or held elsewhere."""
+    async def run(self, job_id: str, holder: str | None = None) -> bool:
+        """True if this call ran the job; False if it was done already or held elsewhere.
+
+        ``holder`` is the running worker's id (the one its heartbeats carry): if that
+        worker dies mid-job, others see its heartbeat stop and run the job again.
+        """
         now = self._clock.now()
-        record = await self._store.claim(job_id, now, now + CLAIM_TIMEOUT)
+        record = await self._store.claim(job_id, now, now + CLAIM_TIMEOUT, holder, self._dead_after)
         if record is None:
             return False
         handler = self._handlers.get(record.job)

@@ -90,6 +90,7 @@ class WorkerBackground:
         broker_ping: Callable[[], bool] | None = None,
         periodic: Sequence[PeriodicJob] = (),
         relay_interval: float = RELAY_INTERVAL_SECONDS,
+        worker_id: str | None = None,
     ) -> None:
         self._relay = relay
         self._presence = presence
@@ -102,7 +103,7 @@ class WorkerBackground:
         self._relay_interval = relay_interval
         self.database = Outage("database", say)
         self.broker = Outage("broker", say)
-        self.worker_id = new_worker_id()
+        self.worker_id = worker_id or new_worker_id()
         self._started_at = datetime.now(UTC)
         self._stopping = asyncio.Event()
         #: Last answer of the broker watch; while Redis does not answer the relay skips its

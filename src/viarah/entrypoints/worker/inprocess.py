@@ -97,7 +97,7 @@ class InProcessWorker:
             job_id = await self._source.next_job_id()
             self._busy.add(task)
             try:
-                await self._container.job_runner().run(job_id)
+                await self._container.job_runner().run(job_id, holder=self.background.worker_id)
             except Exception as exc:  # the job stays in the outbox and is re-sent later
                 log.warning("job.not_run id=%s error=%s", job_id, type(exc).__name__)
             finally:

@@ -32,7 +32,7 @@ from viarah.container import (
     declare_worker_actor,
 )
 from viarah.domain.jobs.model import CLAIM_TIMEOUT
-from viarah.entrypoints.worker.background import PeriodicJob, WorkerBackground
+from viarah.entrypoints.worker.background import PeriodicJob, WorkerBackground, new_worker_id
 from viarah.entrypoints.worker.status import Say, say
 from viarah.settings import Settings
 
@@ -83,6 +83,9 @@ class DramatiqWorkerRuntime:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._background: asyncio.Task[None] | None = None
         self.background: WorkerBackground | None = None
+        #: Carried by this process's heartbeats and by the jobs it claims, so that other
+        #: workers can tell when it died holding a job.
+        self.worker_id = new_worker_id()
 
     def start(self) -> None:
         """Declare the actor, start consuming, and start the background loops."""
@@ -90,7 +93,7 @@ class DramatiqWorkerRuntime:
 
         async def run_job(job_id: str) -> None:
             try:
-                await container.job_runner().run(job_id)
+                await container.job_runner().run(job_id, holder=self.worker_id)
             except Exception as exc:  # database away: the outbox re-sends the job later
                 log.warning("job.not_run id=%s error=%s", job_id, type(exc).__name__)
 
@@ -118,6 +121,7 @@ class DramatiqWorkerRuntime:
             on_heartbeat=self._on_heartbeat,
             broker_ping=queue.ping,
             periodic=self._periodic,
+            worker_id=self.worker_id,
         )
         self._on_loop(self._start_background(self.background), timeout=5)
         log.info("worker.started threads=%d", self._threads)

@@ -164,6 +164,7 @@ def upgrade() -> None:
         ts("available_at"),
         ts("dispatched_at", nullable=True),
         ts("locked_until", nullable=True),
+        sa.Column("locked_by", sa.String(100), nullable=True),
         ts("finished_at", nullable=True),
         sa.Column("last_error", sa.String(1000), nullable=True),
         sa.PrimaryKeyConstraint("id", name="pk_outbox"),
