@@ -51,7 +51,7 @@ def _admin_execute(*statements: str) -> None:
 
     with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True, connect_timeout=3) as conn:
         for statement in statements:
-            conn.execute(statement)  # type: ignore[arg-type]
+            conn.execute(statement)
 
 
 @pytest.fixture(scope="session")

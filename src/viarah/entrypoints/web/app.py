@@ -15,6 +15,11 @@ from litestar.openapi.spec import Components, SecurityScheme
 from viarah.container import Container, close_container
 from viarah.entrypoints.web.auth import CSRF_HEADER, SESSION_COOKIE, authenticate
 from viarah.entrypoints.web.controllers.auth import AuthController
+from viarah.entrypoints.web.controllers.gitlab import (
+    GitLabIntegrationController,
+    GitLabWebhookController,
+)
+from viarah.entrypoints.web.controllers.gitlab_links import GitLabLinkController
 from viarah.entrypoints.web.controllers.health import HealthController
 from viarah.entrypoints.web.controllers.me import MeController
 from viarah.entrypoints.web.controllers.memberships import MembershipController
@@ -74,6 +79,8 @@ def _api_router() -> Router:
             ProjectController,
             ProjectTaskController,
             TaskController,
+            GitLabIntegrationController,
+            GitLabLinkController,
         ],
     )
 
@@ -105,7 +112,9 @@ def create_app(
             await close_container(container)
 
     return Litestar(
-        route_handlers=[HealthController, _api_router()],
+        # GitLab's webhook sits outside the authenticated router: no session, API token
+        # or CSRF check; the use case authenticates it by X-Gitlab-Token.
+        route_handlers=[HealthController, _api_router(), GitLabWebhookController],
         dependencies=DEPENDENCIES,
         exception_handlers=EXCEPTION_HANDLERS,
         middleware=[RequestLogMiddleware(), HostAllowlistMiddleware(settings.allowed_hosts)],

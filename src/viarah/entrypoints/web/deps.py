@@ -13,6 +13,9 @@ from litestar.datastructures import State
 from litestar.di import Provide
 
 from viarah.container import Container
+from viarah.domain.gitlab.integrations import GitLabIntegrations
+from viarah.domain.gitlab.links import GitLabLinks
+from viarah.domain.gitlab.webhooks import GitLabWebhooks
 from viarah.domain.identity.services import ApiTokens, Authentication, Users
 from viarah.domain.jobs.services import SystemHealth
 from viarah.domain.orgs.services import Memberships, Organizations, Projects, Tasks
@@ -89,6 +92,21 @@ def provide_tasks(state: State) -> Tasks:
     return container_of(state).tasks()
 
 
+def provide_gitlab_integrations(state: State) -> GitLabIntegrations:
+    """A fresh :class:`GitLabIntegrations` from the container."""
+    return container_of(state).gitlab_integrations()
+
+
+def provide_gitlab_links(state: State) -> GitLabLinks:
+    """A fresh :class:`GitLabLinks` from the container."""
+    return container_of(state).gitlab_links()
+
+
+def provide_gitlab_webhooks(state: State) -> GitLabWebhooks:
+    """A fresh :class:`GitLabWebhooks` from the container."""
+    return container_of(state).gitlab_webhooks()
+
+
 def provide_health(state: State) -> SystemHealth:
     """A fresh :class:`SystemHealth` from the container."""
     return container_of(state).health()
@@ -106,4 +124,7 @@ DEPENDENCIES: dict[str, Provide] = {
     "projects": Provide(provide_projects, sync_to_thread=False),
     "tasks": Provide(provide_tasks, sync_to_thread=False),
     "health": Provide(provide_health, sync_to_thread=False),
+    "gitlab_integrations": Provide(provide_gitlab_integrations, sync_to_thread=False),
+    "gitlab_links": Provide(provide_gitlab_links, sync_to_thread=False),
+    "gitlab_webhooks": Provide(provide_gitlab_webhooks, sync_to_thread=False),
 }
