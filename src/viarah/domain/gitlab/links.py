@@ -74,7 +74,12 @@ class GitLabLinks:
             ref = parse_gitlab_url(url, expected_origin=integration.base_url)
             link = link_for(ref, OrgId(org_id), TaskId(task_id), new_id(), now)
             await uow.gitlab_links.add(link)
-            uow.outbox.add(refresh_job(org_id, link.ref_key))
+            # One queued refresh serves every link to the object: linking it from many
+            # tasks at once costs one GitLab call.
+            if await uow.gitlab_links.request_refresh(
+                OrgId(org_id), link.ref_key, now, min_attempt_interval=None
+            ):
+                uow.outbox.add(refresh_job(org_id, link.ref_key))
             await uow.commit()
         return LinkView(link, link.sync(now, self._ttl))
 

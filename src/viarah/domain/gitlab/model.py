@@ -141,7 +141,7 @@ def link_for(
         last_synced_at=None,
         error_code=None,
         rate_limited_until=None,
-        refresh_requested_at=now,
+        refresh_requested_at=None,
         last_attempt_at=None,
         created_at=now,
     )
