@@ -845,6 +845,8 @@ class FakePushSender:
         return "BPublicKey"
 
     async def send(self, target: PushTarget, message: PushMessage) -> PushResult:
+        if not self._enabled:
+            return PushResult(0, reason="push disabled")
         answers = self.script.get(target.endpoint)
         result = answers.pop(0) if answers else PushResult(201)
         if result.delivered:

@@ -25,6 +25,7 @@ from viarah.adapters.db.jobs import SqlHeartbeatStore, SqlJobStore, database_ans
 from viarah.adapters.db.uow import SqlUnitOfWork, is_connection_error
 from viarah.adapters.gitlab.http import HttpxGitLabClient
 from viarah.adapters.outbound.clients import GuardedHttpClients
+from viarah.adapters.push.webpush import WebPushSender
 from viarah.adapters.queue.dramatiq import (
     QUEUE_NAME,
     DramatiqJobQueue,
@@ -47,8 +48,10 @@ from viarah.domain.jobs.services import (
 )
 from viarah.domain.notifications.model import EVENT_TYPES
 from viarah.domain.notifications.services import (
+    DELIVER_JOB,
     NotificationPreferences,
     Notifier,
+    PushDispatcher,
     PushSubscriptions,
 )
 from viarah.domain.orgs.services import Memberships, Organizations, Projects, Tasks
@@ -82,6 +85,7 @@ def _job_handlers(
     webhooks: GitLabWebhooks,
     integrations: GitLabIntegrations,
     notifier: Notifier,
+    dispatcher: PushDispatcher,
 ) -> dict[str, JobHandler]:
     """Every job the worker knows, by name; each handler is idempotent."""
 
@@ -105,11 +109,15 @@ def _job_handlers(
     async def notify(payload: dict[str, Any]) -> None:
         await notifier.notify(payload)
 
+    async def deliver_push(payload: dict[str, Any]) -> None:
+        await dispatcher.deliver(str(payload["notification_id"]))
+
     handlers: dict[str, JobHandler] = {
         PURGE_SESSIONS_JOB: purge_expired_sessions,
         REFRESH_JOB: refresh_object,
         PROCESS_JOB: process_delivery,
         CHECK_TOKEN_EXPIRY_JOB: check_token_expiry,
+        DELIVER_JOB: deliver_push,
     }
     handlers.update({f"event.{event_type}": notify for event_type in EVENT_TYPES})
     return handlers
@@ -203,6 +211,18 @@ class Container(containers.DeclarativeContainer):
     )
     notification_preferences = providers.Factory(NotificationPreferences, uow=uow.provider)
     notifier = providers.Factory(Notifier, uow=uow.provider, clock=clock)
+    push_sender = providers.ThreadSafeSingleton(
+        WebPushSender,
+        settings.provided.vapid_public_key,
+        settings.provided.vapid_private_key,
+        settings.provided.vapid_subject,
+        outbound_allowlist=settings.provided.outbound_allowlist,
+        http=outbound_http,
+        clock=clock,
+    )
+    push_dispatcher = providers.Factory(
+        PushDispatcher, uow=uow.provider, clock=clock, sender=push_sender
+    )
 
     job_store = providers.ThreadSafeSingleton(SqlJobStore, engine=engine)
     heartbeat_store = providers.ThreadSafeSingleton(SqlHeartbeatStore, engine=engine)
@@ -213,6 +233,7 @@ class Container(containers.DeclarativeContainer):
         webhooks=gitlab_webhooks,
         integrations=gitlab_integrations,
         notifier=notifier,
+        dispatcher=push_dispatcher,
     )
     relay = providers.ThreadSafeSingleton(
         OutboxRelay,
@@ -245,6 +266,7 @@ def build_container(settings: Settings) -> Container:
 
 async def close_container(container: Container) -> None:
     """Dispose of pooled connections (database engine, broker client, outbound HTTP)."""
+    await container.push_sender().aclose()
     await container.outbound_http().aclose()
     engine = container.engine()
     await engine.dispose()

@@ -29,6 +29,10 @@ class PushMessage:
     topic: str | None = None
 
 
+#: ``PushResult.reason`` prefixes (status 0) that no retry can fix.
+FINAL_REASONS = ("refused", "invalid", "push disabled")
+
+
 @dataclass(frozen=True, slots=True)
 class PushResult:
     """The push service's answer: ``status`` is its HTTP status, 0 when none came."""
@@ -48,7 +52,10 @@ class PushResult:
 
     @property
     def retryable(self) -> bool:
-        return self.status == 0 or self.status == 429 or self.status >= 500
+        """429, 5xx and network failures; never a refused endpoint or a refused message."""
+        if self.status == 0:
+            return not (self.reason or "").startswith(FINAL_REASONS)
+        return self.status == 429 or self.status >= 500
 
 
 class PushSender(Protocol):
@@ -65,5 +72,13 @@ class PushSender(Protocol):
         ...
 
     async def send(self, target: PushTarget, message: PushMessage) -> PushResult:
-        """Never raises for an HTTP or network failure: the result says what happened."""
+        """Never raises for an HTTP or network failure: the result says what happened.
+
+        Status 0 with ``reason`` ``"push disabled"`` (VAPID not configured), ``"refused:
+        ..."`` (the outbound policy refuses the endpoint; nothing was sent) or ``"network
+        error: <type>"``. Raises ``ValueError``, before anything is encrypted or sent,
+        for a caller's bug: plaintext over MAX_PLAINTEXT_BYTES, TTL < 1, an urgency
+        other than very-low/low/normal/high, a topic that is not 1-32 base64url
+        characters, or malformed subscription keys.
+        """
         ...

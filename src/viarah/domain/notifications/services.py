@@ -38,7 +38,7 @@ from viarah.domain.notifications.push import (
 )
 from viarah.domain.shared.actor import Actor
 from viarah.domain.shared.clock import Clock
-from viarah.domain.shared.errors import InvalidInput, NotFound, Unavailable
+from viarah.domain.shared.errors import InvalidInput, NotFound
 from viarah.domain.shared.ids import OrgId, UserId, is_valid_id, new_id
 from viarah.domain.shared.jobs import Job
 from viarah.domain.shared.outbound import OutboundPolicy, OutboundRefused
@@ -347,8 +347,6 @@ class PushDispatcher:
 
     async def deliver(self, notification_id: str) -> dict[str, int]:
         """Send every due delivery once; schedule a follow-up job for retries."""
-        if not self._sender.enabled:
-            raise Unavailable("push is not configured (WEBPUSH_VAPID_* settings missing)")
         async with self._uow() as uow:
             notification = await uow.notifications.get(notification_id)
         if notification is None:
@@ -380,9 +378,12 @@ class PushDispatcher:
 
         async def send(sub: PushSubscription) -> PushResult:
             async with semaphore:
-                return await self._sender.send(
-                    PushTarget(sub.endpoint, sub.p256dh, sub.auth), message
-                )
+                try:
+                    return await self._sender.send(
+                        PushTarget(sub.endpoint, sub.p256dh, sub.auth), message
+                    )
+                except ValueError as exc:  # this subscription's keys cannot be used
+                    return PushResult(0, reason=f"invalid: {exc}")
 
         return list(await asyncio.gather(*(send(sub) for _, sub in due)))
 

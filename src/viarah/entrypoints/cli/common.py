@@ -13,6 +13,7 @@ from viarah.container import (
     build_container,
     close_container,
     database_location,
+    key_problems,
     migration_state,
 )
 from viarah.entrypoints.worker.status import configure_logging
@@ -42,6 +43,8 @@ def load(only: Collection[str] | None = None, *, settings: Settings | None = Non
     problems = [
         problem for problem in settings.problems if only is None or problem.split(":", 1)[0] in only
     ]
+    if only is None:  # the long-running commands also refuse keys that do not parse
+        problems += key_problems(settings)
     if problems:
         raise SettingsError(problems)
     # Long-running commands reconfigure at their level; one-shot ones stay quiet.

@@ -80,3 +80,7 @@ def configure_logging(level: str) -> None:
     dramatiq_level = logging.DEBUG if level == "DEBUG" else logging.WARNING
     logging.getLogger("dramatiq").setLevel(dramatiq_level)
     logging.getLogger("alembic").setLevel(dramatiq_level)
+    # httpx logs every request URL at INFO (a push endpoint URL is a capability) and
+    # httpcore's DEBUG trace prints response headers: neither belongs in ViaRah's log.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    logging.getLogger("httpcore").setLevel(logging.WARNING)

@@ -1,0 +1,52 @@
+"""Helpers for the push adapter tests (importable, unlike conftest fixtures)."""
+
+from __future__ import annotations
+
+import socket
+from typing import Any
+
+from tests.fakes import FakeClock
+from viarah.adapters.push import WebPushSender
+from viarah.domain.notifications.push import PushTarget
+
+SUBJECT = "mailto:push-ops@example.com"
+LOOPBACK = ("127.0.0.1",)
+
+
+class FakeResolver:
+    """Names resolve to what the test says (everything else: unknown); lookups counted."""
+
+    def __init__(self, answers: dict[str, list[str]] | None = None) -> None:
+        self.answers = dict(answers or {})
+        self.lookups: list[str] = []
+
+    async def __call__(self, host: str, port: int) -> list[str]:
+        self.lookups.append(host)
+        if host not in self.answers:
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+        return self.answers[host]
+
+
+def target_of(subscription: dict[str, Any]) -> PushTarget:
+    """The domain's view of a browser's ``PushSubscription.toJSON()``."""
+    keys = subscription["keys"]
+    return PushTarget(subscription["endpoint"], p256dh=keys["p256dh"], auth=keys["auth"])
+
+
+def make_sender(
+    vapid_pair: tuple[str, str],
+    clock: FakeClock,
+    resolver: FakeResolver,
+    allowlist: tuple[str, ...] = (),
+    **kwargs: Any,
+) -> WebPushSender:
+    """A sender with another allowlist (close it with ``await sender.aclose()``)."""
+    return WebPushSender(
+        *vapid_pair,
+        SUBJECT,
+        outbound_allowlist=allowlist,
+        clock=clock,
+        resolver=resolver,
+        read_timeout=kwargs.pop("read_timeout", 1.0),
+        **kwargs,
+    )
