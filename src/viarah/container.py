@@ -25,6 +25,8 @@ from viarah.adapters.db.jobs import SqlHeartbeatStore, SqlJobStore, database_ans
 from viarah.adapters.db.uow import SqlUnitOfWork, is_connection_error
 from viarah.adapters.gitlab.http import HttpxGitLabClient
 from viarah.adapters.outbound.clients import GuardedHttpClients
+from viarah.adapters.push.transport import PUSH_LIMITS
+from viarah.adapters.push.transport import USER_AGENT as PUSH_USER_AGENT
 from viarah.adapters.push.webpush import WebPushSender
 from viarah.adapters.queue.dramatiq import (
     QUEUE_NAME,
@@ -211,13 +213,17 @@ class Container(containers.DeclarativeContainer):
     )
     notification_preferences = providers.Factory(NotificationPreferences, uow=uow.provider)
     notifier = providers.Factory(Notifier, uow=uow.provider, clock=clock)
+    #: Push gets its own guarded pool (sized for fan-out), apart from GitLab calls.
+    push_http = providers.ThreadSafeSingleton(
+        GuardedHttpClients, outbound_policy, limits=PUSH_LIMITS, user_agent=PUSH_USER_AGENT
+    )
     push_sender = providers.ThreadSafeSingleton(
         WebPushSender,
         settings.provided.vapid_public_key,
         settings.provided.vapid_private_key,
         settings.provided.vapid_subject,
+        http=push_http,
         outbound_allowlist=settings.provided.outbound_allowlist,
-        http=outbound_http,
         clock=clock,
     )
     push_dispatcher = providers.Factory(
@@ -266,7 +272,7 @@ def build_container(settings: Settings) -> Container:
 
 async def close_container(container: Container) -> None:
     """Dispose of pooled connections (database engine, broker client, outbound HTTP)."""
-    await container.push_sender().aclose()
+    await container.push_http().aclose()
     await container.outbound_http().aclose()
     engine = container.engine()
     await engine.dispose()

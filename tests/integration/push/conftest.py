@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 
 from tests.fakes import FakeClock
-from tests.integration.push.helpers import LOOPBACK, SUBJECT, FakeResolver
+from tests.integration.push.helpers import LOOPBACK, FakeResolver, make_sender
 from tests.push_fake import FakePushService
 from viarah.adapters.crypto.vapid import generate_vapid_keypair
 from viarah.adapters.push import WebPushSender
@@ -46,13 +46,6 @@ async def push_sender(
     vapid_pair: tuple[str, str], clock: FakeClock, resolver: FakeResolver
 ) -> AsyncIterator[WebPushSender]:
     """The real adapter, with 127.0.0.1 allowlisted (so http:// is accepted there)."""
-    sender = WebPushSender(
-        *vapid_pair,
-        SUBJECT,
-        outbound_allowlist=LOOPBACK,
-        clock=clock,
-        resolver=resolver,
-        read_timeout=1.0,
-    )
+    sender = make_sender(vapid_pair, clock, resolver, LOOPBACK)
     yield sender
     await sender.aclose()

@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import socket
+import ssl
 from typing import Any
 
+import httpx
+
 from tests.fakes import FakeClock
+from viarah.adapters.outbound.clients import GuardedHttpClients
 from viarah.adapters.push import WebPushSender
+from viarah.adapters.push.transport import PUSH_LIMITS
 from viarah.domain.notifications.push import PushTarget
+from viarah.domain.shared.outbound import OutboundPolicy
 
 SUBJECT = "mailto:push-ops@example.com"
 LOOPBACK = ("127.0.0.1",)
@@ -38,15 +44,20 @@ def make_sender(
     clock: FakeClock,
     resolver: FakeResolver,
     allowlist: tuple[str, ...] = (),
-    **kwargs: Any,
+    *,
+    read_timeout: float = 1.0,
+    ssl_context: ssl.SSLContext | None = None,
 ) -> WebPushSender:
-    """A sender with another allowlist (close it with ``await sender.aclose()``)."""
-    return WebPushSender(
-        *vapid_pair,
-        SUBJECT,
-        outbound_allowlist=allowlist,
-        clock=clock,
+    """A sender with another allowlist (close it with ``await sender.aclose()``).
+
+    Its HTTP client is the same guarded client the container gives it in production.
+    """
+    policy = OutboundPolicy(allowlist)
+    http = GuardedHttpClients(
+        policy,
+        timeout=httpx.Timeout(read_timeout, connect=1.0),
+        limits=PUSH_LIMITS,
         resolver=resolver,
-        read_timeout=kwargs.pop("read_timeout", 1.0),
-        **kwargs,
+        ssl_context=ssl_context,
     )
+    return WebPushSender(*vapid_pair, SUBJECT, http=http, outbound_allowlist=allowlist, clock=clock)

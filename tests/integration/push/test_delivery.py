@@ -12,12 +12,14 @@ from tests.fakes import FakeClock
 from tests.gitlab_fake import self_signed_tls
 from tests.integration.push.helpers import SUBJECT, FakeResolver, make_sender, target_of
 from tests.push_fake import FakePushService
+from viarah.adapters.outbound.clients import GuardedHttpClients
 from viarah.adapters.push import WebPushSender
 from viarah.domain.notifications.push import (
     DEFAULT_TTL_SECONDS,
     MAX_PLAINTEXT_BYTES,
     PushMessage,
 )
+from viarah.domain.shared.outbound import OutboundPolicy
 
 
 async def test_a_message_arrives_decrypted_and_equal_to_the_plaintext(
@@ -149,7 +151,8 @@ async def test_push_is_disabled_when_any_vapid_setting_is_missing(
 ) -> None:
     public, private = vapid_pair
     for args in ((public, private, ""), ("", private, SUBJECT), (public, "", SUBJECT)):
-        sender = WebPushSender(*args, outbound_allowlist=("127.0.0.1",))
+        http = GuardedHttpClients(OutboundPolicy(["127.0.0.1"]))
+        sender = WebPushSender(*args, http=http, outbound_allowlist=("127.0.0.1",))
         sub = push_service.new_subscription()
         result = await sender.send(target_of(sub), PushMessage(b"x"))
         assert not sender.enabled
@@ -172,7 +175,7 @@ def test_mismatched_or_malformed_vapid_settings_fail_at_construction(
     ]
     for args, why in cases:
         with pytest.raises(ValueError, match=why) as caught:
-            WebPushSender(*args)
+            WebPushSender(*args, http=GuardedHttpClients(OutboundPolicy()))
         assert private not in str(caught.value)
         assert private[:-4] not in str(caught.value)
 

@@ -9,10 +9,8 @@ import pytest
 from tests.fakes import FakeClock
 from tests.integration.push.helpers import FakeResolver, make_sender, target_of
 from tests.push_fake import FakePushService
-from viarah.adapters.outbound.clients import GuardedHttpClients
 from viarah.adapters.push import WebPushSender
 from viarah.domain.notifications.push import PushMessage, PushResult
-from viarah.domain.shared.outbound import OutboundPolicy
 
 
 async def _send_to(sender: WebPushSender, sub: dict[str, object], endpoint: str) -> PushResult:
@@ -140,23 +138,3 @@ async def test_odd_endpoints_are_refused_without_any_lookup(
     assert result.reason is not None
     assert why in result.reason
     assert resolver.lookups == []
-
-
-async def test_the_shared_guarded_clients_can_carry_the_requests(
-    push_service: FakePushService, vapid_pair: tuple[str, str], clock: FakeClock
-) -> None:
-    guarded = GuardedHttpClients(OutboundPolicy(["127.0.0.1"]))
-    sender = make_sender(vapid_pair, clock, FakeResolver(), ("127.0.0.1",), http=guarded)
-    sub = push_service.new_subscription()
-
-    ok = await sender.send(target_of(sub), PushMessage(b"via the shared guard"))
-    refused = await sender.send(
-        target_of(dict(sub, endpoint="https://169.254.169.254/x")), PushMessage(b"x")
-    )
-    await guarded.aclose()
-
-    assert ok.delivered
-    assert push_service.messages_for(push_service.subscription_id(sub)) == [b"via the shared guard"]
-    assert refused.status == 0
-    assert refused.reason is not None
-    assert refused.reason.startswith("refused: ")

@@ -34,7 +34,12 @@ from typing import Any
 import httpcore
 import httpx
 
-from viarah.domain.shared.outbound import OutboundPolicy, OutboundRefused
+from viarah.domain.shared.outbound import (
+    OutboundPolicy,
+    OutboundRefused,
+    normalize_host,
+    parse_address,
+)
 
 log = logging.getLogger("viarah.outbound")
 
@@ -120,6 +125,10 @@ class GuardedNetworkBackend(httpcore.AsyncNetworkBackend):
         await self._inner.sleep(seconds)
 
     async def _resolve(self, host: str, port: int, limit: float | None) -> list[str]:
+        try:  # an IP literal needs no lookup
+            return [str(parse_address(normalize_host(host)))]
+        except ValueError:
+            pass
         try:
             addresses = await asyncio.wait_for(self._resolver(host, port), limit)
         except TimeoutError:

@@ -24,22 +24,13 @@ from __future__ import annotations
 import email.utils
 import logging
 import re
-import ssl
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 import httpx
 
 from viarah.adapters.push.encryption import check_message, encrypt
-from viarah.adapters.push.transport import (
-    DEFAULT_LIMITS,
-    AsyncClientSource,
-    Endpoint,
-    PushClients,
-    Resolver,
-    parse_endpoint,
-    system_resolver,
-)
+from viarah.adapters.push.transport import AsyncClientSource, Endpoint, parse_endpoint
 from viarah.adapters.push.vapid_jwt import VapidSigner
 from viarah.domain.notifications.push import PushMessage, PushResult, PushTarget
 from viarah.domain.shared.clock import Clock, SystemClock
@@ -47,8 +38,6 @@ from viarah.domain.shared.outbound import OutboundPolicy, OutboundRefused
 
 log = logging.getLogger("viarah.push")
 
-CONNECT_TIMEOUT = 3.0
-READ_TIMEOUT = 10.0
 MAX_ANSWER_BYTES = 4096  # what we read of the push service's answer (error text only)
 # Anything that looks like a token or key: JWTs and long base64url runs.
 _SECRETISH = re.compile(r"[A-Za-z0-9_-]{20,}(?:\.[A-Za-z0-9_-]+){0,2}")
@@ -83,14 +72,9 @@ class WebPushSender:
         vapid_private_key: str,
         vapid_subject: str,
         *,
+        http: AsyncClientSource,
         outbound_allowlist: Iterable[str] = (),
-        connect_timeout: float = CONNECT_TIMEOUT,
-        read_timeout: float = READ_TIMEOUT,
-        http: AsyncClientSource | None = None,
         clock: Clock | None = None,
-        resolver: Resolver = system_resolver,
-        ssl_context: ssl.SSLContext | None = None,
-        limits: httpx.Limits = DEFAULT_LIMITS,
     ) -> None:
         self._clock: Clock = clock if clock is not None else SystemClock()
         self._policy = OutboundPolicy(tuple(outbound_allowlist))
@@ -100,20 +84,7 @@ class WebPushSender:
             if configured
             else None
         )
-        timeout = httpx.Timeout(read_timeout, connect=connect_timeout, pool=connect_timeout)
-        self._own_clients: PushClients | None = None
-        self._http: AsyncClientSource
-        if http is None:
-            self._own_clients = PushClients(
-                self._policy,
-                timeout=timeout,
-                limits=limits,
-                resolver=resolver,
-                ssl_context=ssl_context,
-            )
-            self._http = self._own_clients
-        else:
-            self._http = http
+        self._http = http
 
     def __repr__(self) -> str:
         return f"WebPushSender(enabled={self.enabled}, policy={self._policy!r})"
@@ -134,9 +105,8 @@ class WebPushSender:
         return self._signer.signatures if self._signer is not None else 0
 
     async def aclose(self) -> None:
-        """Close this event loop's pooled connections (no-op with shared ``http``)."""
-        if self._own_clients is not None:
-            await self._own_clients.aclose()
+        """Close this event loop's pooled push connections."""
+        await self._http.aclose()
 
     def prepare(
         self, target: PushTarget, message: PushMessage, *, fresh_signature: bool = False
