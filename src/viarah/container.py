@@ -48,12 +48,14 @@ from viarah.domain.jobs.services import (
     SystemHealth,
     WorkerPresence,
 )
-from viarah.domain.notifications.model import EVENT_TYPES
-from viarah.domain.notifications.services import (
+from viarah.domain.notifications.delivery import (
     DELIVER_JOB,
-    NotificationPreferences,
     Notifier,
     PushDispatcher,
+)
+from viarah.domain.notifications.model import EVENT_TYPES
+from viarah.domain.notifications.services import (
+    NotificationPreferences,
     PushSubscriptions,
 )
 from viarah.domain.orgs.services import Memberships, Organizations, Projects, Tasks

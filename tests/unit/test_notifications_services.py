@@ -9,6 +9,15 @@ import pytest
 from tests.factories import b64url, browser_keys
 from tests.fakes import FakePushSender, FakeUnitOfWork
 from tests.unit.conftest import App
+from viarah.domain.notifications.delivery import (
+    DELIVER_JOB,
+    MAX_DELIVERY_ATTEMPTS,
+    Notifier,
+    PushDispatcher,
+    backoff,
+    payload_for,
+    topic_for,
+)
 from viarah.domain.notifications.model import (
     EVENT_TYPES,
     STATE_CHANGED,
@@ -18,15 +27,8 @@ from viarah.domain.notifications.model import (
 )
 from viarah.domain.notifications.push import PushResult
 from viarah.domain.notifications.services import (
-    DELIVER_JOB,
-    MAX_DELIVERY_ATTEMPTS,
     NotificationPreferences,
-    Notifier,
-    PushDispatcher,
     PushSubscriptions,
-    backoff,
-    payload_for,
-    topic_for,
 )
 from viarah.domain.shared.actor import Actor
 from viarah.domain.shared.errors import InvalidInput, NotFound

@@ -15,12 +15,14 @@ from tests.fakes import FakePasswordHasher, FakePushSender
 from viarah.adapters.db.engine import create_engine
 from viarah.adapters.db.uow import SqlUnitOfWork
 from viarah.domain.identity.services import Users
+from viarah.domain.notifications.delivery import (
+    Notifier,
+    PushDispatcher,
+)
 from viarah.domain.notifications.model import STATE_CHANGED, Preference
 from viarah.domain.notifications.push import PushResult
 from viarah.domain.notifications.services import (
     NotificationPreferences,
-    Notifier,
-    PushDispatcher,
     PushSubscriptions,
 )
 from viarah.domain.orgs.services import Memberships, Organizations, Projects, Tasks

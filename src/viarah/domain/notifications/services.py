@@ -1,57 +1,31 @@
-"""Notification use cases: subscriptions, preferences, fan-out and exact push delivery."""
+"""Notification use cases of a user: their browsers' push subscriptions and preferences.
+
+Delivery (fan-out and push) lives in :mod:`viarah.domain.notifications.delivery`.
+"""
 
 from __future__ import annotations
 
-import asyncio
-import base64
-import hashlib
-import json
-import logging
-import random
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from datetime import datetime, timedelta
-from typing import Any
+from collections.abc import Callable
+from datetime import datetime
 from urllib.parse import urlsplit
 
 from viarah.domain.notifications.model import (
-    AUTH_FAILED,
     CHANNEL_PUSH,
     EVENT_TYPES,
-    STATE_CHANGED,
-    TOKEN_EXPIRING,
-    DeliveryState,
-    Notification,
     Preference,
-    PushDelivery,
     PushSubscription,
     check_auth_secret,
     check_p256_point,
 )
 from viarah.domain.notifications.ports import NotificationsUnitOfWork
-from viarah.domain.notifications.push import (
-    MAX_PLAINTEXT_BYTES,
-    PushMessage,
-    PushResult,
-    PushSender,
-    PushTarget,
-)
 from viarah.domain.shared.actor import Actor
 from viarah.domain.shared.clock import Clock
 from viarah.domain.shared.errors import InvalidInput, NotFound
-from viarah.domain.shared.ids import OrgId, UserId, is_valid_id, new_id
-from viarah.domain.shared.jobs import Job
+from viarah.domain.shared.ids import is_valid_id, new_id
 from viarah.domain.shared.outbound import OutboundPolicy, OutboundRefused
 from viarah.domain.shared.text import clean_text
 
-log = logging.getLogger("viarah.notifications")
 UowFactory = Callable[[], NotificationsUnitOfWork]
-DELIVER_JOB = "push.deliver"
-MAX_DELIVERY_ATTEMPTS = 8
-#: A claimed delivery not recorded within this time (worker died) is due again.
-DELIVERY_LEASE = timedelta(minutes=2)
-BATCH = 500
-CONCURRENCY = 64
 MAX_SUBSCRIPTIONS_PER_USER = 50
 
 
@@ -167,270 +141,3 @@ class NotificationPreferences:
                 )
             await uow.commit()
         return await self.get(actor)
-
-
-def topic_for(*parts: str) -> str:
-    """A ≤ 32-char base64url Topic: a newer message on it replaces an undelivered older one."""
-    digest = hashlib.sha256("|".join(parts).encode()).digest()
-    return base64.urlsafe_b64encode(digest).decode().rstrip("=")[:32]
-
-
-def _shorten(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-_STATE_WORDS = {
-    "closed": "closed",
-    "merged": "merged",
-    "opened": "reopened",
-    "reopened": "reopened",
-}
-
-
-def describe(event: Mapping[str, Any], task_title: str | None) -> tuple[str, str, str, str | None]:
-    """(title, body, url, topic) of the message for one event."""
-    event_type = str(event.get("event_type"))
-    if event_type == STATE_CHANGED:
-        kind = "Merge request" if event.get("kind") == "mr" else "Issue"
-        state = _STATE_WORDS.get(str(event.get("new_state")), str(event.get("new_state")))
-        title = f"{kind} {state}: {_shorten(str(event.get('title') or ''), 120)}"
-        body = f"Linked to task “{_shorten(task_title or '', 200)}”"
-        return (
-            title,
-            body,
-            str(event.get("url") or "/"),
-            topic_for(event_type, str(event.get("link_id"))),
-        )
-    if event_type == AUTH_FAILED:
-        return (
-            "GitLab rejects ViaRah's token",
-            f"Refreshes from {event.get('base_url')} are paused until a working token is saved.",
-            "/",
-            topic_for(event_type, str(event.get("org_id"))),
-        )
-    if event_type == TOKEN_EXPIRING:
-        return (
-            f"GitLab token expires in {event.get('days')} days",
-            f"Replace the token before {event.get('expires_at')} to keep links fresh.",
-            "/",
-            topic_for(event_type, str(event.get("org_id"))),
-        )
-    raise InvalidInput("event_type", f"no message for event type {event_type!r}")
-
-
-@dataclass(frozen=True, slots=True)
-class FanOut:
-    notification: Notification | None
-    deliveries: int
-
-
-class Notifier:
-    """Turns a domain event into one notification and one delivery per recipient browser."""
-
-    def __init__(self, uow: UowFactory, clock: Clock) -> None:
-        self._uow = uow
-        self._clock = clock
-
-    async def notify(self, event: Mapping[str, Any]) -> FanOut:
-        """Idempotent per ``event_id``: a retried job adds no second message."""
-        event_type = str(event.get("event_type", ""))
-        org_id = OrgId(str(event.get("org_id", "")))
-        event_key = str(event.get("event_id") or "")
-        if event_type not in EVENT_TYPES or not event_key:
-            raise InvalidInput("event_type", f"not a notification event: {event_type!r}")
-        now = self._clock.now()
-        async with self._uow() as uow:
-            task_id = str(event["task_id"]) if event.get("task_id") else None
-            task_title: str | None = None
-            if task_id is not None:
-                audience = await uow.audience.for_task(org_id, task_id)
-                if audience is None:
-                    return FanOut(None, 0)  # the task is gone
-                recipients, task_title = audience.recipients, audience.title
-            else:
-                wanted = [UserId(str(u)) for u in event.get("recipients", [])]
-                recipients = await uow.audience.members(org_id, wanted)
-            opted_out = await uow.preferences.opted_out(event_type, CHANNEL_PUSH, recipients)
-            recipients = [r for r in dict.fromkeys(recipients) if r not in opted_out]
-            title, body, url, topic = describe(event, task_title)
-            notification = Notification(
-                id=new_id(),
-                event_key=event_key,
-                event_type=event_type,
-                org_id=org_id,
-                task_id=task_id,
-                title=title,
-                body=body,
-                url=url,
-                topic=topic,
-                urgency="normal",
-                created_at=now,
-            )
-            if not await uow.notifications.add(notification):
-                existing = await uow.notifications.by_event_key(event_key)
-                assert existing is not None
-                notification = existing
-            subscriptions = await uow.push_subscriptions.for_users(recipients) if recipients else []
-            added = await uow.push_deliveries.add_many(
-                [
-                    PushDelivery(
-                        id=new_id(),
-                        notification_id=notification.id,
-                        subscription_id=s.id,
-                        status=DeliveryState.PENDING,
-                        attempts=0,
-                        next_attempt_at=now,
-                        last_status=None,
-                        last_error=None,
-                        sent_at=None,
-                    )
-                    for s in subscriptions
-                ]
-            )
-            if subscriptions:
-                uow.outbox.add(Job(DELIVER_JOB, {"notification_id": notification.id}))
-            await uow.commit()
-        log.info(
-            "notification.fanned_out type=%s recipients=%d deliveries=%d",
-            event_type,
-            len(recipients),
-            added,
-        )
-        return FanOut(notification, added)
-
-
-def payload_for(notification: Notification) -> bytes:
-    """The JSON the service worker receives; refused if over RFC 8291's 3993 bytes."""
-    data = json.dumps(
-        {
-            "title": notification.title,
-            "body": notification.body,
-            "url": notification.url,
-            "event_type": notification.event_type,
-            "org_id": notification.org_id,
-            "task_id": notification.task_id,
-        },
-        ensure_ascii=False,
-        separators=(",", ":"),
-    ).encode()
-    if len(data) > MAX_PLAINTEXT_BYTES:
-        raise InvalidInput(
-            "payload", f"is {len(data)} bytes; Web Push allows {MAX_PLAINTEXT_BYTES}"
-        )
-    return data
-
-
-def backoff(attempts: int, retry_after: float | None, jitter: Callable[[], float]) -> timedelta:
-    """Exponential backoff with jitter (1 s, 2 s, 4 s … ≤ 10 min), never before Retry-After."""
-    base = min(600.0, 2.0 ** max(0, attempts - 1))
-    delay = base * (0.5 + jitter())
-    return timedelta(seconds=max(delay, retry_after or 0.0))
-
-
-class PushDispatcher:
-    """Sends a notification's due deliveries; each subscription gets it at most once."""
-
-    def __init__(
-        self,
-        uow: UowFactory,
-        clock: Clock,
-        sender: PushSender,
-        *,
-        concurrency: int = CONCURRENCY,
-        jitter: Callable[[], float] = random.random,
-    ) -> None:
-        self._uow = uow
-        self._clock = clock
-        self._sender = sender
-        self._concurrency = concurrency
-        self._jitter = jitter
-
-    async def deliver(self, notification_id: str) -> dict[str, int]:
-        """Send every due delivery once; schedule a follow-up job for retries."""
-        async with self._uow() as uow:
-            notification = await uow.notifications.get(notification_id)
-        if notification is None:
-            return {}
-        message = PushMessage(
-            plaintext=payload_for(notification),
-            topic=notification.topic,
-            urgency=notification.urgency,
-        )
-        outcome: dict[str, int] = {}
-        while True:
-            now = self._clock.now()
-            async with self._uow() as uow:
-                due = await uow.push_deliveries.claim_due(
-                    notification_id, now, now + DELIVERY_LEASE, BATCH
-                )
-                await uow.commit()
-            if not due:
-                break
-            results = await self._send_all(message, due)
-            await self._record(list(zip(due, results, strict=True)), outcome)
-        await self._schedule_follow_up(notification_id)
-        return outcome
-
-    async def _send_all(
-        self, message: PushMessage, due: list[tuple[PushDelivery, PushSubscription]]
-    ) -> list[PushResult]:
-        semaphore = asyncio.Semaphore(self._concurrency)
-
-        async def send(sub: PushSubscription) -> PushResult:
-            async with semaphore:
-                try:
-                    return await self._sender.send(
-                        PushTarget(sub.endpoint, sub.p256dh, sub.auth), message
-                    )
-                except ValueError as exc:  # this subscription's keys cannot be used
-                    return PushResult(0, reason=f"invalid: {exc}")
-
-        return list(await asyncio.gather(*(send(sub) for _, sub in due)))
-
-    async def _record(
-        self,
-        outcomes: list[tuple[tuple[PushDelivery, PushSubscription], PushResult]],
-        counts: dict[str, int],
-    ) -> None:
-        now = self._clock.now()
-        async with self._uow() as uow:
-            sent = [d.id for (d, _), r in outcomes if r.delivered]
-            if sent:
-                await uow.push_deliveries.mark_sent(sent, now, 201)
-            for (delivery, sub), result in outcomes:
-                reason = result.reason or f"http {result.status}"
-                if result.delivered:
-                    key = "sent"
-                    await uow.push_subscriptions.record_outcome(sub.id, now, ok=True, reason=None)
-                elif result.gone:
-                    key = "gone"
-                    await uow.push_deliveries.mark_final(
-                        delivery.id, "gone", now, result.status, reason
-                    )
-                    await uow.push_subscriptions.delete(sub.id)
-                elif result.retryable and delivery.attempts + 1 < MAX_DELIVERY_ATTEMPTS:
-                    key = "retry"
-                    later = now + backoff(delivery.attempts + 1, result.retry_after, self._jitter)
-                    await uow.push_deliveries.mark_retry(delivery.id, later, result.status, reason)
-                    await uow.push_subscriptions.record_outcome(
-                        sub.id, now, ok=False, reason=reason
-                    )
-                else:
-                    key = "failed"
-                    await uow.push_deliveries.mark_final(
-                        delivery.id, "failed", now, result.status, reason
-                    )
-                    await uow.push_subscriptions.record_outcome(
-                        sub.id, now, ok=False, reason=reason
-                    )
-                counts[key] = counts.get(key, 0) + 1
-            await uow.commit()
-
-    async def _schedule_follow_up(self, notification_id: str) -> None:
-        async with self._uow() as uow:
-            when = await uow.push_deliveries.next_pending_at(notification_id)
-            if when is not None:
-                uow.outbox.add(
-                    Job(DELIVER_JOB, {"notification_id": notification_id}, not_before=when)
-                )
-                await uow.commit()
