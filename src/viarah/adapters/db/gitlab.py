@@ -8,7 +8,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from viarah.adapters.db import tables as t
-from viarah.adapters.db.repositories import _Repository
+from viarah.adapters.db.base import SqlRepository
 from viarah.domain.gitlab.client import Assignee
 from viarah.domain.gitlab.model import (
     REFRESH_PENDING_TIMEOUT,
@@ -48,7 +48,7 @@ def _integration(row: sa.Row[Any]) -> GitLabIntegration:
     )
 
 
-class SqlIntegrationRepository(_Repository):
+class SqlIntegrationRepository(SqlRepository):
     async def get(self, org_id: OrgId, *, for_update: bool = False) -> GitLabIntegration | None:
         query = sa.select(t.gitlab_integrations).where(_i.org_id == org_id)
         if for_update:
@@ -130,7 +130,7 @@ def _object(org_id: OrgId, key: Key) -> sa.ColumnElement[bool]:
     )
 
 
-class SqlLinkRepository(_Repository):
+class SqlLinkRepository(SqlRepository):
     async def add(self, link: GitLabLink) -> None:
         await self._insert(
             t.gitlab_links,
@@ -263,7 +263,7 @@ def _delivery(row: sa.Row[Any]) -> WebhookDelivery:
     )
 
 
-class SqlDeliveryRepository(_Repository):
+class SqlDeliveryRepository(SqlRepository):
     async def add(self, delivery: WebhookDelivery) -> bool:
         try:
             await self._insert(
@@ -312,7 +312,7 @@ class SqlDeliveryRepository(_Repository):
         return [_delivery(r) for r in rows]
 
 
-class SqlAuditLog(_Repository):
+class SqlAuditLog(SqlRepository):
     async def add(self, event: AuditEvent) -> None:
         await self._conn.execute(
             t.audit_events.insert().values(
@@ -346,7 +346,7 @@ class SqlAuditLog(_Repository):
         ]
 
 
-class SqlOrgAccess(_Repository):
+class SqlOrgAccess(SqlRepository):
     async def role_of(self, org_id: OrgId, user_id: UserId) -> str | None:
         m = t.memberships.c
         row = await self._one(sa.select(m.role).where(m.org_id == org_id, m.user_id == user_id))

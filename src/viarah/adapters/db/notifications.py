@@ -9,7 +9,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from viarah.adapters.db import tables as t
-from viarah.adapters.db.repositories import _Repository
+from viarah.adapters.db.base import SqlRepository
 from viarah.domain.notifications.model import (
     DeliveryState,
     Notification,
@@ -47,7 +47,7 @@ def _subscription(row: sa.Row[Any]) -> PushSubscription:
     )
 
 
-class SqlSubscriptionRepository(_Repository):
+class SqlSubscriptionRepository(SqlRepository):
     async def upsert(self, subscription: PushSubscription) -> PushSubscription:
         digest = endpoint_digest(subscription.endpoint)
         changes = {
@@ -124,7 +124,7 @@ class SqlSubscriptionRepository(_Repository):
         )
 
 
-class SqlPreferenceRepository(_Repository):
+class SqlPreferenceRepository(SqlRepository):
     async def for_user(self, user_id: UserId) -> dict[str, bool]:
         rows = await self._all(
             sa.select(_p.event_type, _p.enabled).where(_p.user_id == user_id, _p.channel == "push")
@@ -178,7 +178,7 @@ def _notification(row: sa.Row[Any]) -> Notification:
     )
 
 
-class SqlNotificationRepository(_Repository):
+class SqlNotificationRepository(SqlRepository):
     async def add(self, notification: Notification) -> bool:
         if await self.by_event_key(notification.event_key) is not None:
             return False
@@ -224,7 +224,7 @@ def _delivery(row: sa.Row[Any]) -> PushDelivery:
     )
 
 
-class SqlPushDeliveryRepository(_Repository):
+class SqlPushDeliveryRepository(SqlRepository):
     async def add_many(self, deliveries: list[PushDelivery]) -> int:
         if not deliveries:
             return 0
@@ -355,7 +355,7 @@ class SqlPushDeliveryRepository(_Repository):
         return {str(r.status): int(r.n) for r in rows}
 
 
-class SqlAudience(_Repository):
+class SqlAudience(SqlRepository):
     async def for_task(self, org_id: OrgId, task_id: str) -> TaskAudience | None:
         task = await self._one(
             sa.select(t.tasks.c.title, t.tasks.c.project_id, t.tasks.c.assignee_user_id).where(

@@ -11,8 +11,9 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from viarah.adapters.db import gitlab as g
+from viarah.adapters.db import identity as i
 from viarah.adapters.db import notifications as n
-from viarah.adapters.db import repositories as r
+from viarah.adapters.db import orgs as o
 from viarah.adapters.db import tables as t
 from viarah.domain.shared.clock import Clock
 from viarah.domain.shared.errors import Unavailable
@@ -70,14 +71,14 @@ class SqlUnitOfWork:
                 raise Unavailable(DATABASE_UNAVAILABLE) from exc
             raise
         conn = self._conn
-        self.users = r.SqlUserRepository(conn)
-        self.sessions = r.SqlSessionRepository(conn)
-        self.api_tokens = r.SqlApiTokenRepository(conn)
-        self.orgs = r.SqlOrganizationRepository(conn)
-        self.memberships = r.SqlMembershipRepository(conn)
-        self.directory = r.SqlUserDirectory(conn)
-        self.projects = r.SqlProjectRepository(conn)
-        self.tasks = r.SqlTaskRepository(conn)
+        self.users = i.SqlUserRepository(conn)
+        self.sessions = i.SqlSessionRepository(conn)
+        self.api_tokens = i.SqlApiTokenRepository(conn)
+        self.orgs = o.SqlOrganizationRepository(conn)
+        self.memberships = o.SqlMembershipRepository(conn)
+        self.directory = o.SqlUserDirectory(conn)
+        self.projects = o.SqlProjectRepository(conn)
+        self.tasks = o.SqlTaskRepository(conn)
         self.gitlab_integrations = g.SqlIntegrationRepository(conn)
         self.gitlab_links = g.SqlLinkRepository(conn)
         self.webhook_deliveries = g.SqlDeliveryRepository(conn)

@@ -1,0 +1,32 @@
+"""What every repository shares: the unit of work's connection and a few row helpers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from viarah.domain.shared.errors import Conflict
+
+
+class SqlRepository:
+    """Base of the repositories: one connection, insert-or-Conflict and row helpers."""
+
+    def __init__(self, conn: AsyncConnection) -> None:
+        self._conn = conn
+
+    async def _insert(self, table: sa.Table, values: dict[str, Any], conflict: str) -> None:
+        try:
+            async with self._conn.begin_nested():
+                await self._conn.execute(table.insert().values(**values))
+        except IntegrityError:
+            raise Conflict(conflict) from None
+
+    async def _one(self, query: sa.Select[Any]) -> sa.Row[Any] | None:
+        row: sa.Row[Any] | None = (await self._conn.execute(query)).first()
+        return row
+
+    async def _all(self, query: sa.Select[Any]) -> list[sa.Row[Any]]:
+        return list((await self._conn.execute(query)).all())
