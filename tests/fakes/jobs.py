@@ -1,0 +1,103 @@
+"""The outbox table and the broker, in memory."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import replace
+from datetime import datetime, timedelta
+
+from viarah.domain.jobs.model import DISPATCH_TIMEOUT, JobRecord, JobStatus
+from viarah.domain.jobs.ports import BrokerUnavailable
+
+
+class FakeJobStore:
+    """The outbox table in memory, with the claim/redelivery rules of the SQL store."""
+
+    def __init__(self) -> None:
+        self.records: dict[str, JobRecord] = {}
+        self.dispatched_at: dict[str, datetime] = {}
+        self.locked_until: dict[str, datetime] = {}
+        self.errors: dict[str, str] = {}
+
+    def put(self, job_id: str, name: str, payload: dict[str, object], now: datetime) -> None:
+        self.records[job_id] = JobRecord(
+            job_id, name, dict(payload), JobStatus.PENDING, 0, now, now
+        )
+
+    def status(self, job_id: str) -> str:
+        return self.records[job_id].status.value
+
+    def _redeliverable(self, job_id: str, now: datetime) -> bool:
+        status = self.records[job_id].status
+        if status in (JobStatus.PENDING, JobStatus.DISPATCHED):
+            return True
+        return status is JobStatus.RUNNING and self.locked_until[job_id] < now
+
+    async def due_for_dispatch(
+        self, now: datetime, limit: int, dead_after: timedelta | None = None
+    ) -> list[JobRecord]:
+        due = []
+        for job_id, rec in self.records.items():
+            if (
+                (rec.status is JobStatus.PENDING and rec.available_at <= now)
+                or (
+                    rec.status is JobStatus.DISPATCHED
+                    and self.dispatched_at[job_id] < now - DISPATCH_TIMEOUT
+                )
+                or (rec.status is JobStatus.RUNNING and self.locked_until[job_id] < now)
+            ):
+                due.append(rec)
+        return due[:limit]
+
+    async def mark_dispatched(
+        self, job_ids: list[str], now: datetime, dead_after: timedelta | None = None
+    ) -> None:
+        for job_id in job_ids:
+            if self._redeliverable(job_id, now):
+                self.records[job_id] = replace(self.records[job_id], status=JobStatus.DISPATCHED)
+                self.dispatched_at[job_id] = now
+
+    async def claim(
+        self,
+        job_id: str,
+        now: datetime,
+        lock_until: datetime,
+        holder: str | None = None,
+        dead_after: timedelta | None = None,
+    ) -> JobRecord | None:
+        if job_id not in self.records or not self._redeliverable(job_id, now):
+            return None
+        self.records[job_id] = replace(self.records[job_id], status=JobStatus.RUNNING)
+        self.locked_until[job_id] = lock_until
+        return self.records[job_id]
+
+    async def finish(self, job_id: str, now: datetime) -> None:
+        self.records[job_id] = replace(self.records[job_id], status=JobStatus.DONE)
+
+    async def retry_later(self, job_id: str, error: str, available_at: datetime) -> None:
+        rec = self.records[job_id]
+        self.records[job_id] = replace(
+            rec, status=JobStatus.PENDING, attempts=rec.attempts + 1, available_at=available_at
+        )
+        self.errors[job_id] = error
+
+    async def give_up(self, job_id: str, error: str, now: datetime) -> None:
+        rec = self.records[job_id]
+        self.records[job_id] = replace(rec, status=JobStatus.FAILED, attempts=rec.attempts + 1)
+        self.errors[job_id] = error
+
+    async def counts(self) -> dict[str, int]:
+        return dict(Counter(r.status.value for r in self.records.values()))
+
+
+class FakeJobQueue:
+    """A broker that records what it was sent and can be switched off."""
+
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+        self.down = False
+
+    def send(self, job_id: str, job_name: str) -> None:
+        if self.down:
+            raise BrokerUnavailable("ConnectionError")
+        self.sent.append(job_id)
