@@ -404,3 +404,84 @@ def key_problems(settings: Settings) -> list[str]:
             )
         )
     return problems
+
+
+# --- Backup and restore: ``viarah db backup`` / ``db restore`` and ``viarah smoke``. ---
+# The mechanics (pg_dump, psql, the manifest) live in viarah.adapters.db.backup; these
+# helpers add the app's version and clock and turn connection failures into Unavailable.
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from viarah.adapters.db.backup import BackupContents as BackupContents
+    from viarah.adapters.db.backup import BackupFile as BackupFile
+
+
+def app_version() -> str:
+    """The installed ViaRah version (``unknown`` when run from an uninstalled tree)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("viarah")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def backup_database(
+    database_url: str, destination: Path, progress: Callable[[int], None] | None = None
+) -> BackupFile:
+    """Write a plain-SQL backup with its manifest to ``destination`` (atomically, mode 0600).
+
+    ``progress`` is called with the bytes written so far. Conflict on a non-PostgreSQL
+    database; Unavailable when pg_dump is missing, fails or the database is unreachable.
+    """
+    from viarah.adapters.db import backup as db_backup
+
+    try:
+        return db_backup.write_backup(
+            database_url,
+            destination,
+            app_version=app_version(),
+            created_at=SystemClock().now(),
+            progress=progress,
+        )
+    except Exception as exc:
+        if is_connection_error(exc):
+            raise _unreachable(database_url, exc) from exc
+        raise
+
+
+def read_backup(path: Path) -> BackupContents:
+    """The manifest and migration revision of a backup file; Conflict if it is not one."""
+    from viarah.adapters.db import backup as db_backup
+
+    return db_backup.read_backup(path)
+
+
+def revision_known(revision: str | None) -> bool:
+    """True when this code knows the migration ``revision`` (None: an unmigrated database)."""
+    from viarah.adapters.db import migrate as db_migrate
+
+    return db_migrate.known_revision(revision)
+
+
+def database_relations(database_url: str) -> list[str]:
+    """Tables, views and sequences in the public schema; an empty list means empty."""
+    from viarah.adapters.db import backup as db_backup
+
+    try:
+        return db_backup.public_relations(database_url)
+    except Exception as exc:
+        if is_connection_error(exc):
+            raise _unreachable(database_url, exc) from exc
+        raise
+
+
+def restore_database(database_url: str, path: Path, *, drop_existing: bool) -> None:
+    """Load a backup with psql in one transaction (nothing changes if it fails).
+
+    ``drop_existing`` drops and recreates the public schema first, in that transaction.
+    """
+    from viarah.adapters.db import backup as db_backup
+
+    db_backup.run_restore(database_url, path, drop_existing=drop_existing)

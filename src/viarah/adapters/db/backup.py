@@ -345,7 +345,9 @@ def run_restore(database_url: str, path: Path, *, drop_existing: bool) -> None:
         "--dbname",
         _conninfo(url),
         "-c",
-        "SET client_min_messages = warning",
+        # A running web or worker holding locks makes the drop fail after a while
+        # instead of waiting forever; the dump itself resets lock_timeout.
+        "SET client_min_messages = warning; SET lock_timeout = '15s'",
     ]
     if drop_existing:
         argv += ["-c", "DROP SCHEMA IF EXISTS public CASCADE; CREATE SCHEMA public"]
@@ -356,6 +358,7 @@ def run_restore(database_url: str, path: Path, *, drop_existing: bool) -> None:
             argv, stdout=subprocess.DEVNULL, stderr=errors, env=_client_env(url), check=False
         ).returncode
         if code != 0:
-            raise Unavailable(
-                f"psql failed, nothing was restored: {_first_error_line(url, errors, 'psql')}"
-            )
+            why = _first_error_line(url, errors, "psql")
+            if "lock timeout" in why:
+                why += " (another connection holds a lock: stop `viarah web` and `viarah worker`)"
+            raise Unavailable(f"psql failed, nothing was restored: {why}")

@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from viarah.domain.shared.errors import DomainError
-from viarah.entrypoints.cli import admin, secrets, serving
+from viarah.entrypoints.cli import admin, ops, secrets, serving
 from viarah.entrypoints.cli.common import CommandFailed, err
 from viarah.settings import SettingsError
 
@@ -99,6 +99,35 @@ def build_parser() -> argparse.ArgumentParser:
     _command(doctor, "secrets", secrets.doctor_secrets, "report secrets no configured key decrypts")
 
     _command(sub, "check", admin.check, "validate the configuration; exit 1 on any problem")
+
+    db = sub.add_parser("db", help="back up and restore the PostgreSQL database").add_subparsers(
+        dest="action", required=True, metavar="ACTION"
+    )
+    backup = _command(db, "backup", ops.db_backup, "write a plain-SQL backup with a manifest")
+    backup.add_argument(
+        "--output",
+        metavar="FILE",
+        default=None,
+        help="file or directory to write to (viarah-backup-<UTC time>.sql in the current "
+        "directory)",
+    )
+    restore = _command(
+        db, "restore", ops.db_restore, "restore a backup into an empty database, then migrate"
+    )
+    restore.add_argument("file", metavar="FILE", help="a file written by `viarah db backup`")
+    restore.add_argument(
+        "--yes",
+        action="store_true",
+        help="the database is not empty: drop everything in its public schema first",
+    )
+
+    smoke = _command(sub, "smoke", ops.smoke, "run the operator smoke checklist against a stack")
+    smoke.add_argument(
+        "--url",
+        type=ops.smoke_url,
+        default=ops.DEFAULT_URL,
+        help=f"the web API's base URL ({ops.DEFAULT_URL})",
+    )
     return parser
 
 
