@@ -77,3 +77,47 @@ def test_unknown_revision_is_detected() -> None:
     assert migrate.known_revision("0001_initial")
     assert not migrate.known_revision("9999_from_the_future")
     assert migrate.known_revision(None)
+
+
+def _revisions() -> list[str]:
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    config = Config()
+    config.set_main_option("script_location", str(migrate.MIGRATIONS))
+    script = ScriptDirectory.from_config(config)
+    return [rev.revision for rev in reversed(list(script.walk_revisions("base", "heads")))]
+
+
+def test_data_survives_every_step_up_and_down(empty_url: str) -> None:
+    """Rows written at the first revision survive each upgrade step to head and each
+    downgrade step back to the first revision."""
+    revisions = _revisions()
+    migrate.upgrade(empty_url, revisions[0])
+    engine = create_sync_engine(empty_url)
+    seed = [
+        "INSERT INTO users VALUES ('u1','ada@example.com','Ada','h','user',true,"
+        "'2026-01-01 00:00:00+00')",
+        "INSERT INTO organizations VALUES ('o1','Acme',NULL,'2026-01-01 00:00:00+00')",
+        "INSERT INTO memberships VALUES ('m1','o1','u1','admin','2026-01-01 00:00:00+00')",
+        "INSERT INTO projects VALUES ('p1','o1','P','2026-01-01 00:00:00+00')",
+        "INSERT INTO tasks VALUES ('t1','o1','p1','T','todo','u1',"
+        "'2026-01-01 00:00:00+00','2026-01-01 00:00:00+00')",
+    ]
+    counts = "SELECT (SELECT count(*) FROM users) + (SELECT count(*) FROM tasks)"
+    try:
+        with engine.begin() as conn:
+            for statement in seed:
+                conn.execute(sa.text(statement))
+        for revision in revisions[1:]:
+            migrate.upgrade(empty_url, revision)
+            with engine.connect() as conn:
+                assert conn.execute(sa.text(counts)).scalar() == 2, revision
+        assert migrate.state(empty_url).up_to_date
+        for revision in reversed(revisions[:-1]):
+            migrate.downgrade(empty_url, revision)
+            with engine.connect() as conn:
+                assert conn.execute(sa.text(counts)).scalar() == 2, revision
+        assert migrate.state(empty_url).current == revisions[0]
+    finally:
+        engine.dispose()
