@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import queue
+import shutil
 import signal
 import socket
 import subprocess
@@ -16,6 +17,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+
+from tests.conftest import IN_CI
 
 VIARAH = Path(sys.executable).with_name("viarah")
 SECRET = "system-test-secret-key-0123456789"
@@ -105,3 +108,63 @@ def wait_http_ok(url: str, proc: Proc, timeout: float = 30) -> httpx.Response:
         if time.monotonic() > deadline or proc.popen.poll() is not None:
             pytest.fail(f"{url} never answered 200; stderr={proc.stderr[-20:]}")
         time.sleep(0.1)
+
+
+class PrivateRedis:
+    """A redis-server of the test's own, on a free port, that can be stopped and restarted."""
+
+    def __init__(self) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            if IN_CI:
+                pytest.fail("redis-server is not installed; CI requires it", pytrace=False)
+            pytest.skip("redis-server is not installed")
+        self.binary = binary
+        self.port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [
+                self.binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_until(self._answers, timeout=10, what="redis-server to answer")
+
+    def _answers(self) -> bool:
+        import redis
+
+        try:
+            return bool(redis.Redis(port=self.port, socket_connect_timeout=0.5).ping())
+        except redis.RedisError:
+            return False
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=10)
+        self.proc = None
+
+
+def wait_until(check: Callable[[], bool], *, timeout: float, what: str) -> float:
+    """Poll ``check`` until it holds; returns the seconds it took."""
+    started = time.monotonic()
+    while not check():
+        if time.monotonic() - started > timeout:
+            pytest.fail(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.1)
+    return time.monotonic() - started

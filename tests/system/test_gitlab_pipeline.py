@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
-import subprocess
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -21,9 +19,17 @@ import pytest
 import sqlalchemy as sa
 from cryptography.fernet import Fernet
 
-from tests.conftest import IN_CI, base_env
+from tests.conftest import base_env
 from tests.gitlab_fake import FakeGitLab, Scripted
-from tests.system.processes import SECRET, Proc, clean_env, free_port, wait_http_ok
+from tests.system.processes import (
+    SECRET,
+    PrivateRedis,
+    Proc,
+    clean_env,
+    free_port,
+    wait_http_ok,
+    wait_until,
+)
 from viarah.container import build_container, close_container
 from viarah.domain.shared.actor import Actor
 from viarah.settings import load_settings
@@ -32,66 +38,6 @@ pytestmark = [pytest.mark.system, pytest.mark.postgres]
 
 WEBHOOK_SECRET = "system-webhook-secret-0123"
 PROJECT = "group/sub/app"
-
-
-class PrivateRedis:
-    """A redis-server of the test's own, on a free port, that can be stopped and restarted."""
-
-    def __init__(self) -> None:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            if IN_CI:
-                pytest.fail("redis-server is not installed; CI requires it", pytrace=False)
-            pytest.skip("redis-server is not installed")
-        self.binary = binary
-        self.port = free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [
-                self.binary,
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        wait_until(self._answers, timeout=10, what="redis-server to answer")
-
-    def _answers(self) -> bool:
-        import redis
-
-        try:
-            return bool(redis.Redis(port=self.port, socket_connect_timeout=0.5).ping())
-        except redis.RedisError:
-            return False
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(timeout=10)
-        self.proc = None
-
-
-def wait_until(check: Callable[[], bool], *, timeout: float, what: str) -> float:
-    """Poll ``check`` until it holds; returns the seconds it took."""
-    started = time.monotonic()
-    while not check():
-        if time.monotonic() - started > timeout:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.1)
-    return time.monotonic() - started
 
 
 @dataclass
