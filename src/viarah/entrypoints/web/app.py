@@ -24,7 +24,12 @@ from viarah.entrypoints.web.controllers.health import HealthController
 from viarah.entrypoints.web.controllers.me import MeController
 from viarah.entrypoints.web.controllers.memberships import MembershipController
 from viarah.entrypoints.web.controllers.orgs import OrgController
+from viarah.entrypoints.web.controllers.page import PageController
 from viarah.entrypoints.web.controllers.projects import ProjectController
+from viarah.entrypoints.web.controllers.push import (
+    NotificationPreferenceController,
+    PushController,
+)
 from viarah.entrypoints.web.controllers.tasks import ProjectTaskController, TaskController
 from viarah.entrypoints.web.deps import CONTAINER_KEY, DEPENDENCIES, THROTTLE_KEY, settings_of
 from viarah.entrypoints.web.errors import EXCEPTION_HANDLERS
@@ -81,6 +86,8 @@ def _api_router() -> Router:
             TaskController,
             GitLabIntegrationController,
             GitLabLinkController,
+            PushController,
+            NotificationPreferenceController,
         ],
     )
 
@@ -113,8 +120,14 @@ def create_app(
 
     return Litestar(
         # GitLab's webhook sits outside the authenticated router: no session, API token
-        # or CSRF check; the use case authenticates it by X-Gitlab-Token.
-        route_handlers=[HealthController, _api_router(), GitLabWebhookController],
+        # or CSRF check; the use case authenticates it by X-Gitlab-Token. So does the
+        # browser page (static files; its script asks the API who is logged in).
+        route_handlers=[
+            HealthController,
+            _api_router(),
+            GitLabWebhookController,
+            PageController,
+        ],
         dependencies=DEPENDENCIES,
         exception_handlers=EXCEPTION_HANDLERS,
         middleware=[RequestLogMiddleware(), HostAllowlistMiddleware(settings.allowed_hosts)],

@@ -18,6 +18,8 @@ from viarah.domain.gitlab.links import GitLabLinks
 from viarah.domain.gitlab.webhooks import GitLabWebhooks
 from viarah.domain.identity.services import ApiTokens, Authentication, Users
 from viarah.domain.jobs.services import SystemHealth
+from viarah.domain.notifications.push import PushSender
+from viarah.domain.notifications.services import NotificationPreferences, PushSubscriptions
 from viarah.domain.orgs.services import Memberships, Organizations, Projects, Tasks
 from viarah.domain.shared.actor import Actor
 from viarah.domain.shared.errors import Unauthenticated
@@ -112,6 +114,21 @@ def provide_health(state: State) -> SystemHealth:
     return container_of(state).health()
 
 
+def provide_push_subscriptions(state: State) -> PushSubscriptions:
+    """A fresh :class:`PushSubscriptions` from the container."""
+    return container_of(state).push_subscriptions()
+
+
+def provide_notification_preferences(state: State) -> NotificationPreferences:
+    """A fresh :class:`NotificationPreferences` from the container."""
+    return container_of(state).notification_preferences()
+
+
+def provide_push_sender(state: State) -> PushSender:
+    """The container's Web Push sender (one per container): enabled or not, its VAPID key."""
+    return container_of(state).push_sender()
+
+
 DEPENDENCIES: dict[str, Provide] = {
     "settings": Provide(provide_settings, sync_to_thread=False),
     "throttle": Provide(provide_throttle, sync_to_thread=False),
@@ -127,4 +144,7 @@ DEPENDENCIES: dict[str, Provide] = {
     "gitlab_integrations": Provide(provide_gitlab_integrations, sync_to_thread=False),
     "gitlab_links": Provide(provide_gitlab_links, sync_to_thread=False),
     "gitlab_webhooks": Provide(provide_gitlab_webhooks, sync_to_thread=False),
+    "push_subscriptions": Provide(provide_push_subscriptions, sync_to_thread=False),
+    "notification_preferences": Provide(provide_notification_preferences, sync_to_thread=False),
+    "push_sender": Provide(provide_push_sender, sync_to_thread=False),
 }
