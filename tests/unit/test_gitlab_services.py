@@ -4,7 +4,7 @@ import base64
 import hashlib
 import hmac
 import json
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -90,7 +90,7 @@ async def gl(app: App) -> GitLabApp:
         integrations=GitLabIntegrations(uow, app.clock, box, FakeKeyedHasher(), gitlab),
         links=GitLabLinks(uow, app.clock, timedelta(hours=1)),
         refresher=refresher,
-        webhooks=GitLabWebhooks(uow, app.clock, FakeKeyedHasher(), box, refresher),
+        webhooks=GitLabWebhooks(uow, app.clock, FakeKeyedHasher(), box),
         org_id=org.id,
         admin=admin,
         member=member,
@@ -470,14 +470,16 @@ async def test_processing_refreshes_the_links(gl: GitLabApp) -> None:
     gl.gitlab.calls.clear()
     (job,) = gl.jobs(PROCESS_JOB)
     await gl.webhooks.process(job["delivery_id"])
-    assert gl.gitlab.calls == ["object:g/p:issue:4"]
-    assert {lk.cached_state for lk in gl.app.db.gitlab_links.values()} == {"closed"}
     (delivery,) = gl.app.db.deliveries.values()
     assert delivery.status is DeliveryStatus.PROCESSED
     assert delivery.processed_at == gl.app.clock.now()
-    assert len(gl.jobs("event.gitlab_link.state_changed")) == 1
+    assert len(gl.jobs(REFRESH_JOB)) == 1  # queued with the delivery's outcome
     await gl.webhooks.process(job["delivery_id"])  # a redelivered job is a no-op
-    assert len(gl.gitlab.calls) == 1
+    assert len(gl.jobs(REFRESH_JOB)) == 1
+    await gl.run_refresh_jobs()
+    assert gl.gitlab.calls == ["object:g/p:issue:4"]
+    assert {lk.cached_state for lk in gl.app.db.gitlab_links.values()} == {"closed"}
+    assert len(gl.jobs("event.gitlab_link.state_changed")) == 1
 
 
 async def test_delivery_is_coalesced_with_a_queued_refresh(gl: GitLabApp) -> None:
@@ -498,23 +500,25 @@ async def test_delivery_is_coalesced_with_a_queued_refresh(gl: GitLabApp) -> Non
     assert gl.gitlab.calls == ["object:g/p:issue:4"]
 
 
-async def test_failed_processing_is_recorded_and_retried(gl: GitLabApp) -> None:
+async def test_refresh_queued_by_a_delivery_is_retried_after_a_network_error(
+    gl: GitLabApp,
+) -> None:
     await configured(gl)
+    gl.gitlab.put("g/p", "issue", 4, "opened")
     await gl.links.link(gl.member, gl.org_id, gl.task_id, f"{BASE}/g/p/-/issues/4")
+    await gl.run_refresh_jobs()
     await gl.hook(issue_hook(4), **{"idempotency-key": "k1"})
     (job,) = gl.jobs(PROCESS_JOB)
-    gl.app.db.gitlab_links = {
-        k: replace(v, refresh_requested_at=None) for k, v in gl.app.db.gitlab_links.items()
-    }
-    gl.gitlab.failures.append(GitLabCallFailed("network_error", "timeout"))
-    with pytest.raises(Unavailable):
-        await gl.webhooks.process(job["delivery_id"])
-    (delivery,) = gl.app.db.deliveries.values()
-    assert delivery.status is DeliveryStatus.RECEIVED
-    assert delivery.error is not None
-    gl.gitlab.put("g/p", "issue", 4, "opened")
     await gl.webhooks.process(job["delivery_id"])
-    assert next(iter(gl.app.db.deliveries.values())).status is DeliveryStatus.PROCESSED
+    (refresh,) = gl.jobs(REFRESH_JOB)
+    gl.gitlab.failures.append(GitLabCallFailed("network_error", "timeout"))
+    with pytest.raises(Unavailable):  # the job runner retries it with backoff
+        await gl.refresher.refresh(**refresh)
+    (link,) = gl.app.db.gitlab_links.values()
+    assert link.error_code == "network_error"
+    gl.gitlab.put("g/p", "issue", 4, "closed")
+    assert await gl.refresher.refresh(**refresh) == "ok"
+    assert next(iter(gl.app.db.gitlab_links.values())).cached_state == "closed"
 
 
 async def test_delivery_for_unlinked_object_costs_no_call(gl: GitLabApp) -> None:

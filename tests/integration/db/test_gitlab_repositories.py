@@ -56,7 +56,7 @@ def services(engine: AsyncEngine, keys: tuple[str, ...], gitlab: FakeGitLab) -> 
         integrations=GitLabIntegrations(uow, clock, box, hasher, gitlab),
         links=GitLabLinks(uow, clock, timedelta(hours=1)),
         refresher=refresher,
-        webhooks=GitLabWebhooks(uow, clock, hasher, box, refresher),
+        webhooks=GitLabWebhooks(uow, clock, hasher, box),
         secrets=StoredSecrets(uow, clock, box),
     )
 
@@ -199,6 +199,8 @@ async def test_webhooks_dedupe_process_and_page(world: World) -> None:
         )
     (job,) = await world.jobs("gitlab.process_delivery")
     await world.webhooks.process(str(job["delivery_id"]))
+    refreshes = await world.jobs(REFRESH_JOB)
+    await world.refresher.refresh(**refreshes[-1])  # type: ignore[arg-type]
     (view,) = await world.links.list_links(world.admin, world.org_id, task.id)
     assert view.link.cached_state == "closed"
     assert len(await world.jobs("event.gitlab_link.state_changed")) == 1

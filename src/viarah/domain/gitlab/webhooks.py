@@ -18,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from viarah.domain.gitlab.access import require_manager
-from viarah.domain.gitlab.links import GitLabRefresher
+from viarah.domain.gitlab.links import refresh_job
 from viarah.domain.gitlab.model import DeliveryStatus, GitLabIntegration, WebhookDelivery
 from viarah.domain.gitlab.ports import GitLabUnitOfWork
 from viarah.domain.gitlab.urls import ObjectKind
@@ -141,13 +141,11 @@ class GitLabWebhooks:
         clock: Clock,
         hasher: KeyedHasher,
         box: SecretBox,
-        refresher: GitLabRefresher,
     ) -> None:
         self._uow = uow
         self._clock = clock
         self._hasher = hasher
         self._box = box
-        self._refresher = refresher
 
     async def receive(self, org_id: str, headers: Mapping[str, str], body: bytes) -> str:
         """Authenticate and store a delivery with its processing job; ``accepted`` or
@@ -206,10 +204,12 @@ class GitLabWebhooks:
             verify_signature(secret, headers, body, now)
 
     async def process(self, delivery_id: str) -> None:
-        """Refresh the object a delivery names, for every link to it, with one GitLab call.
+        """Queue a refresh of the object a delivery names (one refresh serves every link).
 
         A burst of deliveries about one object is coalesced: while a refresh of it is
-        queued and not yet started, later deliveries are satisfied by that refresh.
+        queued and not yet started, later deliveries are satisfied by that refresh. The
+        mark and the refresh job commit together, so a crash never leaves a mark without
+        the job that clears it.
         """
         now = self._clock.now()
         async with self._uow() as uow:
@@ -217,33 +217,11 @@ class GitLabWebhooks:
             key = delivery.ref_key if delivery else None
             if delivery is None or key is None or delivery.status is not DeliveryStatus.RECEIVED:
                 return
-            fetch = await uow.gitlab_links.request_refresh(
+            if await uow.gitlab_links.request_refresh(
                 delivery.org_id, key, now, min_attempt_interval=None
-            )
-            if not fetch:
-                await uow.webhook_deliveries.finish(
-                    delivery.id, DeliveryStatus.PROCESSED, now, None
-                )
-            await uow.commit()
-        if not fetch:
-            return
-        try:
-            outcome = await self._refresher.refresh(delivery.org_id, key[0], key[1], key[2])
-        except Exception as exc:
-            async with self._uow() as uow:
-                await uow.webhook_deliveries.finish(
-                    delivery.id, DeliveryStatus.RECEIVED, self._clock.now(), _reason(exc)
-                )
-                await uow.commit()
-            raise
-        ok = outcome in ("ok", "no_links")
-        async with self._uow() as uow:
-            await uow.webhook_deliveries.finish(
-                delivery.id,
-                DeliveryStatus.PROCESSED if ok else DeliveryStatus.FAILED,
-                self._clock.now(),
-                None if ok else outcome,
-            )
+            ):
+                uow.outbox.add(refresh_job(delivery.org_id, key))
+            await uow.webhook_deliveries.finish(delivery.id, DeliveryStatus.PROCESSED, now, None)
             await uow.commit()
 
     async def list_deliveries(
@@ -260,7 +238,3 @@ class GitLabWebhooks:
         page = page[:limit]
         return page, encode_cursor(page[-1]) if more and page else None
 
-
-def _reason(exc: BaseException) -> str:
-    message = getattr(exc, "message", None)
-    return str(message) if message else type(exc).__name__
