@@ -206,7 +206,6 @@ class Container(containers.DeclarativeContainer):
         clock=clock,
         hasher=keyed_hasher,
         box=secret_box,
-        refresher=gitlab_refresher,
     )
     stored_secrets = providers.Factory(StoredSecrets, uow=uow.provider, clock=clock, box=secret_box)
 

@@ -237,4 +237,3 @@ class GitLabWebhooks:
         more = len(page) > limit
         page = page[:limit]
         return page, encode_cursor(page[-1]) if more and page else None
-
