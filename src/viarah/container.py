@@ -8,6 +8,8 @@ container per process (per event loop): async engines belong to the loop that us
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
@@ -22,8 +24,11 @@ from viarah.adapters.crypto.passwords import Argon2PasswordHasher
 from viarah.adapters.crypto.secrets import FernetSecretBox, HmacKeyedHasher
 from viarah.adapters.db.engine import create_engine
 from viarah.adapters.db.jobs import SqlHeartbeatStore, SqlJobStore, database_answers
+from viarah.adapters.db.stats import read_backlog
 from viarah.adapters.db.uow import SqlUnitOfWork, is_connection_error
 from viarah.adapters.gitlab.http import HttpxGitLabClient
+from viarah.adapters.metrics.prometheus import MetricsServer as MetricsServer  # for the worker
+from viarah.adapters.metrics.prometheus import PrometheusTelemetry
 from viarah.adapters.outbound.clients import GuardedHttpClients
 from viarah.adapters.push.transport import PUSH_LIMITS
 from viarah.adapters.push.transport import USER_AGENT as PUSH_USER_AGENT
@@ -62,10 +67,13 @@ from viarah.domain.orgs.services import Memberships, Organizations, Projects, Ta
 from viarah.domain.shared.clock import SystemClock
 from viarah.domain.shared.errors import Conflict, Unavailable
 from viarah.domain.shared.outbound import OutboundPolicy
+from viarah.domain.shared.telemetry import Backlog
 from viarah.settings import Settings
 
 if TYPE_CHECKING:
     from viarah.adapters.db.migrate import MigrationState
+
+log = logging.getLogger("viarah.metrics")
 
 PURGE_SESSIONS_JOB = "identity.purge_expired_sessions"
 CHECK_TOKEN_EXPIRY_JOB = "gitlab.check_token_expiry"
@@ -155,6 +163,9 @@ class Container(containers.DeclarativeContainer):
     settings = providers.Dependency(instance_of=Settings)
 
     clock = providers.ThreadSafeSingleton(SystemClock)
+    #: Counters and histograms of this process (``viarah serve`` shares one between the
+    #: web's container and its worker's, see :func:`build_container`).
+    telemetry = providers.ThreadSafeSingleton(PrometheusTelemetry)
     engine = providers.ThreadSafeSingleton(
         create_engine, database_url=settings.provided.database_url
     )
@@ -185,7 +196,9 @@ class Container(containers.DeclarativeContainer):
         OutboundPolicy, settings.provided.outbound_allowlist
     )
     outbound_http = providers.ThreadSafeSingleton(GuardedHttpClients, outbound_policy)
-    gitlab_client = providers.ThreadSafeSingleton(HttpxGitLabClient, outbound_http, clock=clock)
+    gitlab_client = providers.ThreadSafeSingleton(
+        HttpxGitLabClient, outbound_http, clock=clock, telemetry=telemetry
+    )
     gitlab_integrations = providers.Factory(
         GitLabIntegrations,
         uow=uow.provider,
@@ -226,6 +239,7 @@ class Container(containers.DeclarativeContainer):
         http=push_http,
         outbound_allowlist=settings.provided.outbound_allowlist,
         clock=clock,
+        telemetry=telemetry,
     )
     push_dispatcher = providers.Factory(
         PushDispatcher, uow=uow.provider, clock=clock, sender=push_sender
@@ -248,6 +262,7 @@ class Container(containers.DeclarativeContainer):
         queue=job_queue,
         clock=clock,
         dead_worker_after=providers.Callable(_dead_worker_after, settings),
+        telemetry=telemetry,
     )
     job_runner = providers.Factory(
         JobRunner,
@@ -255,6 +270,7 @@ class Container(containers.DeclarativeContainer):
         clock=clock,
         handlers=job_handlers,
         dead_worker_after=providers.Callable(_dead_worker_after, settings),
+        telemetry=telemetry,
     )
     presence = providers.Factory(WorkerPresence, store=heartbeat_store, clock=clock)
     health = providers.Factory(
@@ -265,9 +281,16 @@ class Container(containers.DeclarativeContainer):
     )
 
 
-def build_container(settings: Settings) -> Container:
-    """A container for ``settings``; call :func:`close_container` when the process stops."""
+def build_container(settings: Settings, *, telemetry_of: Container | None = None) -> Container:
+    """A container for ``settings``; call :func:`close_container` when the process stops.
+
+    ``telemetry_of``: record into that container's telemetry instead of a new one (two
+    containers in one process, e.g. ``viarah serve``'s web and worker, export one set of
+    metrics).
+    """
     container = Container(settings=settings)
+    if telemetry_of is not None:
+        container.telemetry.override(providers.Object(telemetry_of.telemetry()))
     return container
 
 
@@ -280,6 +303,65 @@ async def close_container(container: Container) -> None:
     broker = container.broker()
     if broker is not None:
         broker.close()
+
+
+# --- Metrics: ``GET /metrics`` of the web app and ``viarah worker --metrics-port``. ---
+
+#: A scrape waits at most this long for the backlog counts (then: viarah_database_up 0).
+BACKLOG_TIMEOUT_SECONDS = 3.0
+
+
+async def _backlog(container: Container) -> Backlog | None:
+    """The backlog counts now, on the running loop's engine; None when they cannot be read."""
+    settings = container.settings()
+    try:
+        return await asyncio.wait_for(
+            read_backlog(container.engine(), container.clock().now(), _dead_worker_after(settings)),
+            timeout=BACKLOG_TIMEOUT_SECONDS,
+        )
+    except Exception as exc:
+        log.debug("metrics.backlog_unavailable error=%s", type(exc).__name__)
+        return None
+
+
+async def metrics_exposition(container: Container, accept: str = "") -> tuple[bytes, str]:
+    """This process's metrics in the text exposition format, and their Content-Type.
+
+    Reads the backlog gauges from the database first (bounded by BACKLOG_TIMEOUT_SECONDS);
+    a database that does not answer makes ``viarah_database_up 0``, never a failure.
+    """
+    backlog = await _backlog(container)
+    return container.telemetry().exposition(lambda: backlog, accept)
+
+
+def start_worker_metrics_server(
+    container: Container,
+    host: str,
+    port: int,
+    loop: Callable[[], asyncio.AbstractEventLoop | None],
+) -> MetricsServer:
+    """Serve the worker's metrics on ``host:port`` (a thread of its own).
+
+    The backlog is read on ``loop()`` (the worker's event loop, where its database engine
+    lives). Unavailable when the address cannot be bound.
+    """
+
+    def backlog() -> Backlog | None:
+        running = loop()
+        if running is None or not running.is_running():
+            return None
+        future = asyncio.run_coroutine_threadsafe(_backlog(container), running)
+        try:
+            return future.result(timeout=BACKLOG_TIMEOUT_SECONDS + 1)
+        except Exception:
+            future.cancel()
+            return None
+
+    try:
+        return container.telemetry().serve(host, port, backlog)
+    except OSError as exc:
+        why = exc.strerror or type(exc).__name__
+        raise Unavailable(f"--metrics-port: cannot listen on {host}:{port} ({why})") from exc
 
 
 # --- Operator helpers: the CLI and the worker reach these adapters only through here. ---

@@ -52,6 +52,11 @@ VARIABLES: tuple[Variable, ...] = (
         alias="CELERY_HEARTBEAT_SECONDS",
     ),
     Variable(
+        "WORKER_METRICS_PORT",
+        "",
+        "port on which viarah worker serves /metrics (1-65535); empty = no metrics server",
+    ),
+    Variable(
         "VIA_RAH_SECRET_KEY",
         "",
         "server secret for keyed hashes; required unless debug",
@@ -113,6 +118,7 @@ class Settings:
     database_url: str
     broker_url: str
     worker_heartbeat_seconds: int
+    worker_metrics_port: int | None
     secret_key: str
     debug: bool
     allowed_hosts: tuple[str, ...]
@@ -238,6 +244,22 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     elif len(secret_key) < 16 and not debug:
         problems.append("VIA_RAH_SECRET_KEY: must be at least 16 characters")
 
+    metrics_port_raw = raw("WORKER_METRICS_PORT")
+    worker_metrics_port: int | None = None
+    if metrics_port_raw:
+        try:
+            worker_metrics_port = int(metrics_port_raw)
+        except ValueError:
+            problems.append(
+                f"WORKER_METRICS_PORT: must be a port number (1-65535), got {metrics_port_raw!r}"
+            )
+        else:
+            if not 1 <= worker_metrics_port <= 65535:
+                problems.append(
+                    f"WORKER_METRICS_PORT: must be between 1 and 65535, got {worker_metrics_port}"
+                )
+                worker_metrics_port = None
+
     broker_url = raw("BROKER_URL")
     if broker_url and not broker_url.startswith(("redis://", "rediss://", "unix://")):
         problems.append("BROKER_URL: must be a redis:// (or rediss://) URL")
@@ -276,6 +298,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         database_url=_database_url(raw("DATABASE_URL"), problems),
         broker_url=broker_url,
         worker_heartbeat_seconds=integer("WORKER_HEARTBEAT_SECONDS", 1),
+        worker_metrics_port=worker_metrics_port,
         secret_key=secret_key,
         debug=debug,
         allowed_hosts=allowed_hosts,

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import time
 from typing import Any, NoReturn, Protocol
 from urllib.parse import quote, urlsplit
 
@@ -28,6 +29,12 @@ from viarah.domain.gitlab.client import GitLabCallFailed, GitLabObject, GitLabUs
 from viarah.domain.gitlab.urls import GitLabRef
 from viarah.domain.shared.clock import Clock, SystemClock
 from viarah.domain.shared.outbound import OutboundRefused
+from viarah.domain.shared.telemetry import (
+    GITLAB_CALL_SECONDS,
+    GITLAB_CALLS,
+    NullTelemetry,
+    Telemetry,
+)
 
 log = logging.getLogger("viarah.gitlab.http")
 
@@ -54,7 +61,9 @@ class HttpxGitLabClient:
 
     ``http`` supplies the guarded client (redirects are never followed, so a 3xx is
     reported as ``http_3xx``); ``clock`` dates HTTP-date ``Retry-After`` values;
-    ``max_body_bytes`` bounds what a misbehaving server can make us read.
+    ``max_body_bytes`` bounds what a misbehaving server can make us read. Every call is
+    counted in ``telemetry`` (``gitlab_calls`` by call and outcome: ``ok`` or the failure
+    code) with its duration (``gitlab_call_seconds``).
     """
 
     def __init__(
@@ -63,10 +72,12 @@ class HttpxGitLabClient:
         *,
         clock: Clock | None = None,
         max_body_bytes: int = MAX_BODY_BYTES,
+        telemetry: Telemetry | None = None,
     ) -> None:
         self._http = http
         self._clock: Clock = clock if clock is not None else SystemClock()
         self._max_body_bytes = max_body_bytes
+        self._telemetry: Telemetry = telemetry if telemetry is not None else NullTelemetry()
 
     def __repr__(self) -> str:
         return f"HttpxGitLabClient(http={self._http!r})"
@@ -75,16 +86,32 @@ class HttpxGitLabClient:
         """``GET /api/v4/projects/:path/(issues|merge_requests)/:iid``."""
         project = quote(ref.project_path, safe="")
         path = f"{API_PREFIX}/projects/{project}/{ref.kind.api_collection}/{ref.iid}"
-        return parse_object(await self._get_json(base_url, token, path), ref)
+        call = ref.kind.api_collection.removesuffix("s")  # issue | merge_request
+        return parse_object(await self._call(call, base_url, token, path), ref)
 
     async def current_user(self, base_url: str, token: str) -> GitLabUser:
         """``GET /api/v4/user`` — proves the token works."""
-        return parse_user(await self._get_json(base_url, token, f"{API_PREFIX}/user"))
+        return parse_user(await self._call("user", base_url, token, f"{API_PREFIX}/user"))
 
     async def token_info(self, base_url: str, token: str) -> TokenInfo:
         """``GET /api/v4/personal_access_tokens/self`` — scopes and expiry."""
         path = f"{API_PREFIX}/personal_access_tokens/self"
-        return parse_token_info(await self._get_json(base_url, token, path))
+        return parse_token_info(await self._call("token_info", base_url, token, path))
+
+    async def _call(self, call: str, base_url: str, token: str, path: str) -> Any:
+        """``_get_json``, counted and timed under ``call`` (a fixed word, never the path)."""
+        started = time.perf_counter()
+        try:
+            data = await self._get_json(base_url, token, path)
+        except GitLabCallFailed as exc:
+            self._measure(call, exc.code, started)
+            raise
+        self._measure(call, "ok", started)
+        return data
+
+    def _measure(self, call: str, outcome: str, started: float) -> None:
+        self._telemetry.count(GITLAB_CALLS, call=call, outcome=outcome)
+        self._telemetry.observe(GITLAB_CALL_SECONDS, time.perf_counter() - started, call=call)
 
     async def _get_json(self, base_url: str, token: str, path: str) -> Any:
         if not token or not _TOKEN.match(token):

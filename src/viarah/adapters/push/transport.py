@@ -27,7 +27,7 @@ from viarah.domain.shared.outbound import (
 )
 
 #: Pool limits for the push client: fan-out sends up to this many messages at once.
-PUSH_LIMITS = httpx.Limits(max_connections=64, max_keepalive_connections=32, keepalive_expiry=30.0)
+PUSH_LIMITS = httpx.Limits(max_connections=64, max_keepalive_connections=64, keepalive_expiry=30.0)
 USER_AGENT = "ViaRah-WebPush"
 
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 import email.utils
 import logging
 import re
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -35,6 +36,12 @@ from viarah.adapters.push.vapid_jwt import VapidSigner
 from viarah.domain.notifications.push import PushMessage, PushResult, PushTarget
 from viarah.domain.shared.clock import Clock, SystemClock
 from viarah.domain.shared.outbound import OutboundPolicy, OutboundRefused
+from viarah.domain.shared.telemetry import (
+    PUSH_MESSAGES,
+    PUSH_SEND_SECONDS,
+    NullTelemetry,
+    Telemetry,
+)
 
 log = logging.getLogger("viarah.push")
 
@@ -61,6 +68,8 @@ class WebPushSender:
     the shared, SSRF-guarded clients (``GuardedHttpClients``); otherwise the sender keeps
     its own pooled, policy-checked client per event loop with ``connect_timeout`` and
     ``read_timeout``. ``clock`` drives the VAPID cache and HTTP-date ``Retry-After``.
+    ``telemetry`` counts every ``send`` (``push_messages`` by :func:`outcome_of` the result)
+    and times each request that went out (``push_send_seconds``).
 
     Raises ValueError (naming the variable, never showing a key) when the VAPID keys are
     malformed or do not belong together, or the subject is not ``mailto:``/``https:``.
@@ -75,8 +84,10 @@ class WebPushSender:
         http: AsyncClientSource,
         outbound_allowlist: Iterable[str] = (),
         clock: Clock | None = None,
+        telemetry: Telemetry | None = None,
     ) -> None:
         self._clock: Clock = clock if clock is not None else SystemClock()
+        self._telemetry: Telemetry = telemetry if telemetry is not None else NullTelemetry()
         self._policy = OutboundPolicy(tuple(outbound_allowlist))
         configured = all(v.strip() for v in (vapid_public_key, vapid_private_key, vapid_subject))
         self._signer = (
@@ -146,6 +157,11 @@ class WebPushSender:
         (plaintext over 3993 bytes, TTL < 1, urgency, topic) or the subscription's keys
         are malformed: those are the caller's bugs, not delivery outcomes.
         """
+        result = await self._send(target, message)
+        self._telemetry.count(PUSH_MESSAGES, outcome=outcome_of(result))
+        return result
+
+    async def _send(self, target: PushTarget, message: PushMessage) -> PushResult:
         if self._signer is None:
             return PushResult(0, reason="push disabled")
         try:
@@ -153,6 +169,7 @@ class WebPushSender:
         except OutboundRefused as refused:
             return self._refused(refused)
         origin = prepared.endpoint.origin
+        started = time.perf_counter()
         try:
             client = self._http.client()
             async with client.stream(
@@ -162,9 +179,11 @@ class WebPushSender:
         except OutboundRefused as refused:
             return self._refused(refused)
         except (httpx.HTTPError, OSError) as exc:
+            self._telemetry.observe(PUSH_SEND_SECONDS, time.perf_counter() - started)
             reason = f"network error: {type(exc).__name__}"
             log.warning("push.network_error origin=%s error=%s", origin, type(exc).__name__)
             return PushResult(0, reason=reason)
+        self._telemetry.observe(PUSH_SEND_SECONDS, time.perf_counter() - started)
         result = self._result(response, answer)
         if result.delivered:
             log.debug("push.delivered origin=%s status=%s", origin, result.status)
@@ -197,6 +216,21 @@ class WebPushSender:
         if 300 <= status < 400:
             return PushResult(status, reason=f"redirect not followed: {said}")
         return PushResult(status, reason=f"rejected: {said}")
+
+
+def outcome_of(result: PushResult) -> str:
+    """The ``outcome`` label of one send: ``delivered`` (2xx), ``gone`` (404/410),
+    ``refused`` (nothing was sent: the endpoint was refused or push is disabled),
+    ``retryable`` (429, 5xx, no answer) or ``failed`` (any other answer)."""
+    if result.delivered:
+        return "delivered"
+    if result.gone:
+        return "gone"
+    if result.status == 0 and not result.retryable:
+        return "refused"
+    if result.retryable:
+        return "retryable"
+    return "failed"
 
 
 async def _read_capped(response: httpx.Response) -> bytes:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -24,6 +25,17 @@ from viarah.domain.jobs.ports import (
 )
 from viarah.domain.shared.clock import Clock
 from viarah.domain.shared.errors import DomainError
+from viarah.domain.shared.telemetry import (
+    JOB_DONE,
+    JOB_FAILED,
+    JOB_RETRY,
+    JOB_SECONDS,
+    JOB_UNKNOWN,
+    JOBS,
+    OUTBOX_RELAYED,
+    NullTelemetry,
+    Telemetry,
+)
 
 log = logging.getLogger("viarah.jobs")
 
@@ -41,12 +53,14 @@ class OutboxRelay:
         clock: Clock,
         batch: int = 500,
         dead_worker_after: timedelta = DEFAULT_DEAD_WORKER_AFTER,
+        telemetry: Telemetry | None = None,
     ) -> None:
         self._store = store
         self._queue = queue
         self._clock = clock
         self._batch = batch
         self._dead_after = dead_worker_after
+        self._telemetry: Telemetry = telemetry if telemetry is not None else NullTelemetry()
         self._broker_down = False
 
     @property
@@ -72,11 +86,17 @@ class OutboxRelay:
             self._broker_down = False
         if sent:
             await self._store.mark_dispatched(sent, now, self._dead_after)
+            self._telemetry.count(OUTBOX_RELAYED, len(sent))
         return len(sent)
 
 
 class JobRunner:
-    """Runs one job by id, at most once in effect, recording the outcome in the outbox."""
+    """Runs one job by id, at most once in effect, recording the outcome in the outbox.
+
+    Each run that claims its job is counted in ``telemetry`` (``jobs`` by job name and
+    outcome: done, retry, failed, unknown) and its handler's duration observed
+    (``job_seconds``), once the outcome is stored.
+    """
 
     def __init__(
         self,
@@ -84,11 +104,13 @@ class JobRunner:
         clock: Clock,
         handlers: Mapping[str, JobHandler],
         dead_worker_after: timedelta = DEFAULT_DEAD_WORKER_AFTER,
+        telemetry: Telemetry | None = None,
     ) -> None:
         self._store = store
         self._clock = clock
         self._handlers = handlers
         self._dead_after = dead_worker_after
+        self._telemetry: Telemetry = telemetry if telemetry is not None else NullTelemetry()
 
     async def run(self, job_id: str, holder: str | None = None) -> bool:
         """True if this call ran the job; False if it was done already or held elsewhere.
@@ -104,15 +126,19 @@ class JobRunner:
         if handler is None:
             await self._store.give_up(record.id, f"no handler for job {record.job!r}", now)
             log.error("job.unknown id=%s job=%s", record.id, record.job)
+            self._telemetry.count(JOBS, job=record.job, outcome=JOB_UNKNOWN)
             return True
+        started = time.perf_counter()
         try:
             await handler(record.payload)
         except Exception as exc:
+            elapsed = time.perf_counter() - started
             attempts = record.attempts + 1
             reason = exc.message if isinstance(exc, DomainError) else type(exc).__name__
             later = self._clock.now()
             if attempts >= MAX_ATTEMPTS:
                 await self._store.give_up(record.id, reason, later)
+                outcome = JOB_FAILED
                 log.error(
                     "job.failed id=%s job=%s attempts=%d error=%s",
                     record.id,
@@ -122,6 +148,7 @@ class JobRunner:
                 )
             else:
                 await self._store.retry_later(record.id, reason, later + retry_delay(attempts))
+                outcome = JOB_RETRY
                 log.warning(
                     "job.retry id=%s job=%s attempts=%d error=%s",
                     record.id,
@@ -129,10 +156,17 @@ class JobRunner:
                     attempts,
                     reason,
                 )
+            self._record(record.job, outcome, elapsed)
             return True
+        elapsed = time.perf_counter() - started
         await self._store.finish(record.id, self._clock.now())
         log.info("job.done id=%s job=%s", record.id, record.job)
+        self._record(record.job, JOB_DONE, elapsed)
         return True
+
+    def _record(self, job: str, outcome: str, seconds: float) -> None:
+        self._telemetry.count(JOBS, job=job, outcome=outcome)
+        self._telemetry.observe(JOB_SECONDS, seconds, job=job)
 
 
 class WorkerPresence:

@@ -31,6 +31,13 @@ def _positive(text: str) -> int:
     return value
 
 
+def _port(text: str) -> int:
+    value = _positive(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"must be a port number (1-65535), got {value}")
+    return value
+
+
 def _command(
     sub: argparse._SubParsersAction[argparse.ArgumentParser], name: str, handler: Handler, help: str
 ) -> argparse.ArgumentParser:
@@ -56,6 +63,20 @@ def build_parser() -> argparse.ArgumentParser:
     worker = _command(sub, "worker", serving.worker, "the background worker (needs BROKER_URL)")
     worker.add_argument("--processes", type=_positive, default=1, help="worker processes (1)")
     worker.add_argument("--threads", type=_positive, default=8, help="jobs at once per process")
+    worker.add_argument(
+        "--metrics-port",
+        type=_port,
+        default=None,
+        metavar="PORT",
+        help="serve Prometheus /metrics on PORT (with --processes N: PORT..PORT+N-1); "
+        "default WORKER_METRICS_PORT, empty = off",
+    )
+    worker.add_argument(
+        "--metrics-host",
+        default="127.0.0.1",
+        metavar="HOST",
+        help="address the metrics server binds (127.0.0.1; 0.0.0.0 in a container)",
+    )
 
     migrate = _command(sub, "migrate", admin.migrate, "upgrade the database schema to head")
     migrate.add_argument(

@@ -84,7 +84,12 @@ def serve(args: argparse.Namespace) -> int:
     on_shutdown: list[Hook] = []
     if settings.broker_url:
         # The dramatiq worker gets its own container: its engine lives on its own loop.
-        runtime = DramatiqWorkerRuntime(settings, periodic=PERIODIC_JOBS)
+        # It records into the web container's telemetry: GET /metrics shows both.
+        runtime = DramatiqWorkerRuntime(
+            settings,
+            periodic=PERIODIC_JOBS,
+            container=build_container(settings, telemetry_of=container),
+        )
 
         async def start_worker() -> None:
             await asyncio.to_thread(runtime.start)
@@ -156,5 +161,12 @@ def worker(args: argparse.Namespace) -> int:
         )
     settings = load(settings=settings)
     configure_logging(settings.log_level)
+    metrics_port = args.metrics_port or settings.worker_metrics_port
+    metrics = None if metrics_port is None else (args.metrics_host, metrics_port)
+    if metrics_port is not None and metrics_port + args.processes - 1 > 65535:
+        raise CommandFailed(
+            f"--metrics-port: {args.processes} processes need ports {metrics_port} to "
+            f"{metrics_port + args.processes - 1}, beyond 65535"
+        )
     require_migrated(settings)
-    return run_worker(settings, processes=args.processes, threads=args.threads)
+    return run_worker(settings, processes=args.processes, threads=args.threads, metrics=metrics)

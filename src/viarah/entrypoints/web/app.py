@@ -23,6 +23,7 @@ from viarah.entrypoints.web.controllers.gitlab_links import GitLabLinkController
 from viarah.entrypoints.web.controllers.health import HealthController
 from viarah.entrypoints.web.controllers.me import MeController
 from viarah.entrypoints.web.controllers.memberships import MembershipController
+from viarah.entrypoints.web.controllers.metrics import MetricsController
 from viarah.entrypoints.web.controllers.orgs import OrgController
 from viarah.entrypoints.web.controllers.page import PageController
 from viarah.entrypoints.web.controllers.projects import ProjectController
@@ -121,16 +122,21 @@ def create_app(
     return Litestar(
         # GitLab's webhook sits outside the authenticated router: no session, API token
         # or CSRF check; the use case authenticates it by X-Gitlab-Token. So does the
-        # browser page (static files; its script asks the API who is logged in).
+        # browser page (static files; its script asks the API who is logged in), and the
+        # Prometheus scrape target (kept off the public proxy, see operator-basics.md).
         route_handlers=[
             HealthController,
+            MetricsController,
             _api_router(),
             GitLabWebhookController,
             PageController,
         ],
         dependencies=DEPENDENCIES,
         exception_handlers=EXCEPTION_HANDLERS,
-        middleware=[RequestLogMiddleware(), HostAllowlistMiddleware(settings.allowed_hosts)],
+        middleware=[
+            RequestLogMiddleware(container.telemetry()),
+            HostAllowlistMiddleware(settings.allowed_hosts),
+        ],
         request_max_body_size=settings.max_request_bytes,
         openapi_config=_openapi_config(),
         on_startup=list(on_startup),

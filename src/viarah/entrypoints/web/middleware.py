@@ -1,4 +1,4 @@
-"""ASGI middleware: the Host allowlist and one log line per request.
+"""ASGI middleware: the Host allowlist, and one log line and one measurement per request.
 
 Litestar's own ``AllowedHostsConfig`` answers a refused Host with its own body
 (``{"message": ...}``) and uses ``*.example.com`` patterns; ours answers with the API's
@@ -17,11 +17,20 @@ from litestar.enums import ScopeType
 from litestar.middleware import ASGIMiddleware
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
+from viarah.domain.shared.telemetry import (
+    HTTP_REQUEST_SECONDS,
+    HTTP_REQUESTS,
+    NullTelemetry,
+    Telemetry,
+)
 from viarah.entrypoints.web.errors import error_body
 
 log = logging.getLogger("viarah.web")
 
 INVALID_HOST = "the Host header is not one this server answers to (see ALLOWED_HOSTS)"
+#: Methods measured under their own name; anything else is measured as ``other``.
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+UNMATCHED_ROUTE = "(unmatched)"
 
 
 def split_host(host_header: str) -> str:
@@ -85,10 +94,24 @@ class HostAllowlistMiddleware(ASGIMiddleware):
         await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
+def route_of(scope: Scope) -> str:
+    """The route template that matched (``/api/orgs/{org_id}``), never the raw path: a
+    label must not carry ids, and must come from a small, fixed set."""
+    template = scope.get("path_template")
+    return template if isinstance(template, str) and template else UNMATCHED_ROUTE
+
+
 class RequestLogMiddleware(ASGIMiddleware):
-    """``http.request method=... path=... status=... ms=...``: no query, headers or body."""
+    """``http.request method=... path=... status=... ms=...``: no query, headers or body.
+
+    Also counts the request in ``telemetry`` (``http_requests`` by method, route template
+    and status; ``http_request_seconds`` by method and route template).
+    """
 
     scopes = (ScopeType.HTTP,)
+
+    def __init__(self, telemetry: Telemetry | None = None) -> None:
+        self.telemetry: Telemetry = telemetry if telemetry is not None else NullTelemetry()
 
     async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
         started = time.perf_counter()
@@ -103,10 +126,16 @@ class RequestLogMiddleware(ASGIMiddleware):
         try:
             await next_app(scope, receive, send_wrapper)
         finally:
+            elapsed = time.perf_counter() - started
+            method = str(scope.get("method", "-"))
             log.info(
                 "http.request method=%s path=%s status=%d ms=%.1f",
-                scope.get("method", "-"),
+                method,
                 scope.get("path", ""),
                 status,
-                (time.perf_counter() - started) * 1000,
+                elapsed * 1000,
             )
+            method = method if method in KNOWN_METHODS else "other"
+            route = route_of(scope)
+            self.telemetry.count(HTTP_REQUESTS, method=method, route=route, status=str(status))
+            self.telemetry.observe(HTTP_REQUEST_SECONDS, elapsed, method=method, route=route)

@@ -8,6 +8,9 @@ every ``WORKER_HEARTBEAT_SECONDS``; on SIGTERM/SIGINT stop gracefully, print
 interpreters, one container each), prints the status lines for the group, forwards
 SIGTERM/SIGINT, and waits for the children. If a child dies unexpectedly, the parent
 stops the others and exits 1 so the service manager restarts the whole group.
+
+Metrics (``--metrics-port P``): a single process serves ``/metrics`` on P; in a group,
+child *i* (0-based) serves on P + i, each with its own numbers (the parent serves none).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from collections.abc import Callable
 from types import FrameType
 
 from viarah.container import CHECK_TOKEN_EXPIRY_JOB, PURGE_SESSIONS_JOB
+from viarah.domain.shared.errors import DomainError
 from viarah.entrypoints.worker.background import PURGE_INTERVAL_SECONDS, PeriodicJob
 from viarah.entrypoints.worker.runtime import DEFAULT_STOP_TIMEOUT_SECONDS, DramatiqWorkerRuntime
 from viarah.entrypoints.worker.status import configure_logging, say
@@ -58,8 +62,10 @@ def run_single(
     on_ready: Callable[[], None] | None = None,
     stop: threading.Event | None = None,
     stop_timeout: float = DEFAULT_STOP_TIMEOUT_SECONDS,
+    metrics: tuple[str, int] | None = None,
 ) -> int:
-    """Run one worker process until ``stop`` is set (by SIGTERM/SIGINT when not given)."""
+    """Run one worker process until ``stop`` is set (by SIGTERM/SIGINT when not given);
+    ``metrics`` is the (host, port) to serve ``/metrics`` on, if any."""
     if stop is None:
         stop = threading.Event()
         _install_stop_handlers(stop)
@@ -76,6 +82,7 @@ def run_single(
         on_ready=ready,
         on_heartbeat=(lambda: say("heartbeat: alive")) if announce else (lambda: None),
         periodic=PERIODIC_JOBS,
+        metrics=metrics,
     )
     runtime.start()
     try:
@@ -87,7 +94,11 @@ def run_single(
     return 0
 
 
-def _child_main(threads: int, ready: multiprocessing.synchronize.Event) -> None:
+def _child_main(
+    threads: int,
+    ready: multiprocessing.synchronize.Event,
+    metrics: tuple[str, int] | None = None,
+) -> None:
     """Entry point of a spawned child: its own settings, logging and container.
 
     Children ignore SIGINT (a terminal's Ctrl+C reaches the whole process group): the
@@ -98,19 +109,40 @@ def _child_main(threads: int, ready: multiprocessing.synchronize.Event) -> None:
     _install_stop_handlers(stop, (signal.SIGTERM,))
     settings = load_settings().require_valid()
     configure_logging(settings.log_level)
-    code = run_single(settings, threads=threads, announce=False, on_ready=ready.set, stop=stop)
+    try:
+        code = run_single(
+            settings,
+            threads=threads,
+            announce=False,
+            on_ready=ready.set,
+            stop=stop,
+            metrics=metrics,
+        )
+    except DomainError as exc:  # e.g. the metrics port is taken: one line, no traceback
+        sys.stderr.write(f"viarah: {exc.message}\n")
+        code = 1
     sys.exit(code)
 
 
-def run_group(settings: Settings, *, processes: int, threads: int) -> int:
-    """Spawn and supervise ``processes`` worker processes; exit code 0 on a clean stop."""
+def run_group(
+    settings: Settings,
+    *,
+    processes: int,
+    threads: int,
+    metrics: tuple[str, int] | None = None,
+) -> int:
+    """Spawn and supervise ``processes`` worker processes; exit code 0 on a clean stop.
+
+    With ``metrics`` (host, port), child *i* serves ``/metrics`` on port + i."""
     context = multiprocessing.get_context("spawn")
     stop = threading.Event()
     _install_stop_handlers(stop)
     ready_events = [context.Event() for _ in range(processes)]
     children = [
         context.Process(
-            target=_child_main, args=(threads, ready), name=f"viarah-worker-{index + 1}"
+            target=_child_main,
+            args=(threads, ready, None if metrics is None else (metrics[0], metrics[1] + index)),
+            name=f"viarah-worker-{index + 1}",
         )
         for index, ready in enumerate(ready_events)
     ]
@@ -147,8 +179,15 @@ def run_group(settings: Settings, *, processes: int, threads: int) -> int:
     return 1 if failed else 0
 
 
-def run_worker(settings: Settings, *, processes: int = 1, threads: int = 8) -> int:
-    """``viarah worker``: a single process or a supervised group."""
+def run_worker(
+    settings: Settings,
+    *,
+    processes: int = 1,
+    threads: int = 8,
+    metrics: tuple[str, int] | None = None,
+) -> int:
+    """``viarah worker``: a single process or a supervised group; ``metrics`` is the
+    (host, first port) to serve ``/metrics`` on, if any."""
     if processes > 1:
-        return run_group(settings, processes=processes, threads=threads)
-    return run_single(settings, threads=threads)
+        return run_group(settings, processes=processes, threads=threads, metrics=metrics)
+    return run_single(settings, threads=threads, metrics=metrics)

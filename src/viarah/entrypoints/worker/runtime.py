@@ -5,6 +5,9 @@ actor on its broker, then start a :class:`dramatiq.Worker`; the AsyncIO middlewa
 the process one event-loop thread, on which the actor's coroutines *and* the background
 loops run, so the engine's connections only ever live on that loop.
 
+Metrics (``--metrics-port``): a small HTTP server thread, started before anything else (a
+port in use stops the start at once); its scrapes read the backlog on the worker's loop.
+
 Shutdown: the background loops stop first (no more dispatching), the worker threads
 finish their in-flight jobs (up to the timeout; messages still queued in memory go back
 to Redis), then the container is closed on the loop, and only then does the AsyncIO
@@ -27,9 +30,11 @@ from dramatiq.middleware import Middleware
 from viarah.container import (
     WORKER_QUEUES,
     Container,
+    MetricsServer,
     build_container,
     close_container,
     declare_worker_actor,
+    start_worker_metrics_server,
 )
 from viarah.domain.jobs.model import CLAIM_TIMEOUT
 from viarah.entrypoints.worker.background import PeriodicJob, WorkerBackground, new_worker_id
@@ -71,8 +76,11 @@ class DramatiqWorkerRuntime:
         periodic: Sequence[PeriodicJob] = (),
         say: Say = say,
         container: Container | None = None,
+        metrics: tuple[str, int] | None = None,
     ) -> None:
         self._settings = settings
+        self._metrics_address = metrics
+        self._metrics: MetricsServer | None = None
         self._threads = threads
         self._on_ready = on_ready
         self._on_heartbeat = on_heartbeat
@@ -88,7 +96,23 @@ class DramatiqWorkerRuntime:
         self.worker_id = new_worker_id()
 
     def start(self) -> None:
-        """Declare the actor, start consuming, and start the background loops."""
+        """Serve metrics (when asked), declare the actor, start consuming, and start the
+        background loops. Unavailable when the metrics address cannot be bound."""
+        if self._metrics_address is not None:
+            host, port = self._metrics_address
+            self._metrics = start_worker_metrics_server(
+                self.container, host, port, lambda: self._loop
+            )
+            log.info("worker.metrics url=http://%s:%d/metrics", host, port)
+        try:
+            self._start_consuming()
+        except BaseException:
+            metrics, self._metrics = self._metrics, None
+            if metrics is not None:
+                metrics.close()
+            raise
+
+    def _start_consuming(self) -> None:
         container = self.container
 
         async def run_job(job_id: str) -> None:
@@ -136,10 +160,14 @@ class DramatiqWorkerRuntime:
         """Graceful stop: in-flight jobs finish (up to ``timeout``), queued messages return
         to Redis, the container is closed. Idempotent."""
         worker, self._worker = self._worker, None
-        if worker is None:
-            return
-        worker.stop(timeout=int(timeout * 1000))
-        log.info("worker.stopped")
+        metrics, self._metrics = self._metrics, None
+        try:
+            if worker is not None:
+                worker.stop(timeout=int(timeout * 1000))
+                log.info("worker.stopped")
+        finally:
+            if metrics is not None:
+                metrics.close()
 
     def _on_loop(self, coro: Coroutine[Any, Any, None], *, timeout: float) -> None:
         """Run ``coro`` on the worker's loop from another thread and wait for it."""

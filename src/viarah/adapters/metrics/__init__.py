@@ -1,0 +1,1 @@
+"""Metrics export: the domain's ``Telemetry`` port over prometheus_client."""
