@@ -390,6 +390,9 @@ async def test_state_change_emits_an_event(gl: GitLabApp, old: str, new: str, ev
         ("Issue Hook", {**issue_hook(4), "object_attributes": {"iid": "4"}}, False),
         ("Issue Hook", [1, 2], False),
         ("Note Hook", issue_hook(4), False),
+        ("Issue Hook", issue_hook(2**31), False),
+        ("Issue Hook", issue_hook(4, path="g/\x00p"), False),
+        ("Issue Hook", issue_hook(4, path="g/\ud800"), False),
     ],
 )
 def test_classification(event: str, payload: Any, supported: bool) -> None:

@@ -110,6 +110,8 @@ def test_valid_issue_and_mr_urls(
         (f"{ORIGIN}/g/p q/-/issues/1", "invalid project"),
         (f"{ORIGIN}/g/p/-/issues/" + "1" * 3000, "at most"),
         (f"{ORIGIN}/g/p/-/issues/١٢", "positive"),
+        (f"{ORIGIN}/g/p/-/issues/2147483648", "positive"),
+        (f"{ORIGIN}/{'g/' * 300}p/-/issues/1", "over 500"),
     ],
 )
 def test_invalid_urls_say_why(url: str, why: str) -> None:

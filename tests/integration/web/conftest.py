@@ -7,7 +7,7 @@ connections belong to the loop that opened them.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Collection, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
@@ -27,6 +27,8 @@ from viarah.settings import Settings, load_settings
 HOST = "testserver.local"
 BASE_URL = f"https://{HOST}"
 PASSWORD = "correct horse battery"
+#: No worker runs in these tests: no job is held by a dead worker.
+DEAD_AFTER = timedelta(minutes=5)
 T = TypeVar("T")
 
 
@@ -115,9 +117,16 @@ class Web:
 
         return self.client.blocking_portal.call(call)
 
-    def user(self, email: str, *, platform_admin: bool = False, display_name: str = "") -> User:
+    def user(
+        self,
+        email: str,
+        *,
+        platform_admin: bool = False,
+        display_name: str = "",
+        password: str = PASSWORD,
+    ) -> User:
         users = self.container.users()
-        return self.run(users.create, email, PASSWORD, display_name, platform_admin=platform_admin)
+        return self.run(users.create, email, password, display_name, platform_admin=platform_admin)
 
     def login(self, email: str, password: str = PASSWORD) -> Caller:
         self.client.cookies.clear()
@@ -136,7 +145,7 @@ class Web:
     def member(self, email: str, **kwargs: Any) -> Caller:
         """A new user, logged in with a cookie session."""
         user = self.user(email, **kwargs)
-        caller = self.login(email)
+        caller = self.login(email, kwargs.get("password", PASSWORD))
         caller.user = user
         return caller
 
@@ -177,6 +186,65 @@ class Web:
         assert response.status_code == 201, response.text
         task: dict[str, Any] = response.json()["task"]
         return task
+
+    def run_due_jobs(self, jobs: Collection[str] | None = None) -> list[str]:
+        """Run every due job in the outbox (of ``jobs`` only, when given) as a worker
+        would, until none is due; the names of the jobs run, in order."""
+
+        async def run() -> list[str]:
+            store, runner = self.container.job_store(), self.container.job_runner()
+            ran: list[str] = []
+            while True:
+                due = [
+                    record
+                    for record in await store.due_for_dispatch(self.clock.now(), 100, DEAD_AFTER)
+                    if jobs is None or record.job in jobs
+                ]
+                if not due:
+                    return ran
+                for record in due:
+                    assert await runner.run(record.id)
+                    ran.append(record.job)
+
+        return self.run(run)
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """One response as a recording client received it."""
+
+    method: str
+    path: str
+    status: int
+    headers: list[tuple[str, str]]
+    body: str
+
+    @property
+    def text(self) -> str:
+        """Every header line and the body."""
+        lines = [f"{name}: {value}" for name, value in self.headers]
+        return "\n".join([*lines, self.body])
+
+
+def recording_client(container: Container) -> tuple[TestClient[Any], list[Recorded]]:
+    """A TestClient on a new app that keeps every response it receives (headers, body)."""
+    seen: list[Recorded] = []
+
+    def record(response: httpx.Response) -> None:
+        response.read()
+        seen.append(
+            Recorded(
+                method=response.request.method,
+                path=response.request.url.path,
+                status=response.status_code,
+                headers=list(response.headers.multi_items()),
+                body=response.text,
+            )
+        )
+
+    client = TestClient(create_app(container), base_url=BASE_URL)
+    client.event_hooks["response"].append(record)
+    return client, seen
 
 
 @pytest.fixture

@@ -7,40 +7,41 @@ if a GitLab token, webhook secret or signing token ever appears in one.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Iterator
-from dataclasses import dataclass
-from datetime import timedelta
 from typing import Any
 
-import httpx
 import pytest
 from litestar.testing import TestClient
 
 from tests.gitlab_fake import DEFAULT_TOKEN, FakeGitLab
 from tests.integration.web.conftest import (
-    BASE_URL,
-    Caller,
+    Recorded,
     ShiftedClock,
     Web,
     assert_error,
+    recording_client,
     web_container,
     web_settings,
+)
+from tests.integration.web.gitlab_helpers import (
+    PROJECT,
+    SIGNING_TOKEN,
+    WEBHOOK_SECRET,
+    configure,
+    issue_event,
+    issue_url,
+    new_org,
+    run_gitlab_jobs,
+    send_hook,
 )
 from viarah.container import Container, new_fernet_key
 from viarah.domain.gitlab.links import REFRESH_JOB
 from viarah.domain.gitlab.webhooks import PROCESS_JOB
-from viarah.entrypoints.web.app import create_app
 from viarah.settings import Settings
 
-PROJECT = "group/sub/project"
-WEBHOOK_SECRET = "whsec-test-0123456789abcdef"
-SIGNING_TOKEN = "sign-test-0123456789abcdef"
 REJECTED_TOKEN = "glpat-REJECTED-by-gitlab-0000"
 SECRETS = (DEFAULT_TOKEN, WEBHOOK_SECRET, SIGNING_TOKEN, REJECTED_TOKEN)
-#: No worker runs here: nothing is held by a dead worker.
-DEAD_AFTER = timedelta(minutes=5)
 UNKNOWN_ID = "00000000-0000-4000-8000-000000000000"
 GITLAB_KEYS = {
     "base_url",
@@ -102,23 +103,10 @@ def settings(postgres_url: str) -> Settings:
     )
 
 
-def recording_client(container: Container) -> tuple[TestClient[Any], list[str]]:
-    """A TestClient that keeps the headers and body of every response it receives."""
-    seen: list[str] = []
-
-    def record(response: httpx.Response) -> None:
-        response.read()
-        seen.append(f"{response.headers}\n{response.text}")
-
-    client = TestClient(create_app(container), base_url=BASE_URL)
-    client.event_hooks["response"].append(record)
-    return client, seen
-
-
-def assert_no_secrets(seen: list[str]) -> None:
+def assert_no_secrets(seen: list[Recorded]) -> None:
     assert seen, "no response was recorded"
     for secret in SECRETS:
-        assert not any(secret in text for text in seen), "a secret appeared in a response"
+        assert not any(secret in r.text for r in seen), "a secret appeared in a response"
 
 
 @pytest.fixture
@@ -127,106 +115,6 @@ def client(container: Container) -> Iterator[TestClient[Any]]:
     with test_client:
         yield test_client
     assert_no_secrets(seen)
-
-
-# -- helpers ---------------------------------------------------------------------------
-
-
-@dataclass
-class Org:
-    admin: Caller
-    org_id: str
-    project_id: str
-    task_id: str
-
-    @property
-    def integration(self) -> str:
-        return f"/api/orgs/{self.org_id}/integrations/gitlab"
-
-    @property
-    def webhook(self) -> str:
-        return f"{self.integration}/webhook"
-
-    @property
-    def deliveries(self) -> str:
-        return f"{self.integration}/webhook-deliveries"
-
-    def links(self, task_id: str | None = None) -> str:
-        return f"/api/orgs/{self.org_id}/tasks/{task_id or self.task_id}/gitlab-links"
-
-
-def new_org(web: Web, email: str = "alice@example.com") -> Org:
-    admin = web.member(email)
-    org_id = web.org(admin)
-    project_id = web.project(admin, org_id)
-    return Org(admin, org_id, project_id, web.task(admin, org_id, project_id)["id"])
-
-
-def configure(org: Org, gitlab: FakeGitLab, **body: Any) -> dict[str, Any]:
-    response = org.admin.patch(
-        org.integration,
-        json={
-            "base_url": gitlab.base_url,
-            "token": gitlab.token,
-            "webhook_secret": WEBHOOK_SECRET,
-            **body,
-        },
-    )
-    assert response.status_code == 200, response.text
-    result: dict[str, Any] = response.json()
-    return result
-
-
-def issue_url(gitlab: FakeGitLab, iid: int = 12, project: str = PROJECT) -> str:
-    return f"{gitlab.base_url}/{project}/-/issues/{iid}"
-
-
-def run_gitlab_jobs(web: Web) -> list[str]:
-    """Run every due GitLab job in the outbox (as a worker would); their names."""
-
-    async def run() -> list[str]:
-        store, runner = web.container.job_store(), web.container.job_runner()
-        ran: list[str] = []
-        while True:
-            due = [
-                record
-                for record in await store.due_for_dispatch(web.clock.now(), 100, DEAD_AFTER)
-                if record.job in (REFRESH_JOB, PROCESS_JOB)
-            ]
-            if not due:
-                return ran
-            for record in due:
-                assert await runner.run(record.id)
-                ran.append(record.job)
-
-    return web.run(run)
-
-
-def issue_event(iid: int = 12, action: str = "close", project: str = PROJECT) -> dict[str, Any]:
-    return {
-        "object_kind": "issue",
-        "event_type": "issue",
-        "project": {"path_with_namespace": project},
-        "object_attributes": {"iid": iid, "action": action, "state": "closed"},
-    }
-
-
-def send_hook(
-    web: Web,
-    org: Org,
-    payload: Any = None,
-    *,
-    token: str = WEBHOOK_SECRET,
-    event: str = "Issue Hook",
-    key: str | None = None,
-    content: bytes | None = None,
-    headers: dict[str, str] | None = None,
-) -> httpx.Response:
-    sent = {"X-Gitlab-Token": token, "X-Gitlab-Event": event, "Content-Type": "application/json"}
-    if key is not None:
-        sent["Idempotency-Key"] = key
-    body = content if content is not None else json.dumps(payload or issue_event()).encode()
-    return web.anon.post(org.webhook, content=body, headers={**sent, **(headers or {})})
 
 
 # -- the integration -------------------------------------------------------------------
@@ -606,7 +494,7 @@ def test_a_webhook_refreshes_every_link_to_its_issue_with_one_call(
     assert hook.json() == {"status": "accepted"}
     assert gitlab.calls(issue_path) == calls_before  # the answer does not wait for GitLab
 
-    assert run_gitlab_jobs(web) == [PROCESS_JOB]
+    assert run_gitlab_jobs(web) == [PROCESS_JOB, REFRESH_JOB]  # the delivery queues one refresh
     assert gitlab.calls(issue_path) == calls_before + 1
     for task_id in (org.task_id, second_task):
         link = org.admin.get(org.links(task_id)).json()["links"][0]

@@ -148,7 +148,7 @@ def test_subscribe_bare_and_wrapped_and_repost_updates(web: Web) -> None:
     updated = bob.post(
         "/api/push/subscriptions", json={"subscription": again, "user_agent": "Chrome/130"}
     )
-    assert updated.status_code == 200, updated.text
+    assert updated.status_code == 201, updated.text  # CONTRACT: 201 either way
     body = updated.json()["subscription"]
     assert body["id"] == second["id"]
     assert body["user_agent"] == "Chrome/130"

@@ -26,7 +26,7 @@ from viarah.domain.gitlab.urls import GitLabRef, ObjectKind, parse_gitlab_url
 from viarah.domain.shared.actor import Actor
 from viarah.domain.shared.clock import Clock
 from viarah.domain.shared.errors import Conflict, NotFound, Unavailable
-from viarah.domain.shared.ids import OrgId, TaskId, new_id
+from viarah.domain.shared.ids import OrgId, TaskId, is_valid_id, new_id
 from viarah.domain.shared.jobs import Job
 from viarah.domain.shared.secrets import SecretBox, SecretUndecryptable
 
@@ -111,7 +111,9 @@ class GitLabLinks:
     async def unlink(self, actor: Actor, org_id: str, task_id: str, link_id: str) -> None:
         async with self._uow() as uow:
             await require_task(uow, actor, org_id, task_id)
-            link = await uow.gitlab_links.get(OrgId(org_id), link_id)
+            link = (
+                await uow.gitlab_links.get(OrgId(org_id), link_id) if is_valid_id(link_id) else None
+            )
             if link is None or link.task_id != task_id:
                 raise NotFound("link not found")
             await uow.gitlab_links.delete(link.id)

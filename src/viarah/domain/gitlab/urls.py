@@ -10,6 +10,9 @@ from urllib.parse import unquote, urlsplit
 from viarah.domain.shared.errors import InvalidInput
 
 MAX_URL_LENGTH = 2048
+MAX_PROJECT_PATH_LENGTH = 500
+#: GitLab iids are positive 32-bit integers.
+MAX_IID = 2**31 - 1
 _SEGMENT = re.compile(r"^[A-Za-z0-9_.][A-Za-z0-9_.\-+]*$")
 _HOST = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9]([A-Za-z0-9\-.]*[A-Za-z0-9])?)$")
 
@@ -106,6 +109,8 @@ def parse_gitlab_url(url: str, *, expected_origin: str) -> GitLabRef:
         raise InvalidInput("url", "must name a project inside a group or user namespace")
     if any(not _SEGMENT.match(s) or s in (".", "..") for s in project):
         raise InvalidInput("url", "has an invalid project path")
+    if len("/".join(project)) > MAX_PROJECT_PATH_LENGTH:
+        raise InvalidInput("url", f"has a project path over {MAX_PROJECT_PATH_LENGTH} characters")
     if len(rest) < 2 or rest[0] not in ("issues", "merge_requests"):
         raise InvalidInput(
             "url", "must point at an issue (/-/issues/N) or merge request (/-/merge_requests/N)"
@@ -114,7 +119,7 @@ def parse_gitlab_url(url: str, *, expected_origin: str) -> GitLabRef:
     if len(rest) > 2 and not (kind is ObjectKind.MR and len(rest) == 3):
         raise InvalidInput("url", "has unexpected parts after the issue or merge request number")
     number = rest[1]
-    if not number.isdigit() or not number.isascii() or len(number) > 10 or int(number) < 1:
+    if not number.isdigit() or not number.isascii() or not 1 <= int(number[:11]) <= MAX_IID:
         raise InvalidInput("url", "must end with a positive issue or merge request number")
     return GitLabRef(origin=origin, project_path="/".join(project), kind=kind, iid=int(number))
 

@@ -21,13 +21,14 @@ from viarah.domain.gitlab.access import require_manager
 from viarah.domain.gitlab.links import refresh_job
 from viarah.domain.gitlab.model import DeliveryStatus, GitLabIntegration, WebhookDelivery
 from viarah.domain.gitlab.ports import GitLabUnitOfWork
-from viarah.domain.gitlab.urls import ObjectKind
+from viarah.domain.gitlab.urls import MAX_IID, MAX_PROJECT_PATH_LENGTH, ObjectKind
 from viarah.domain.shared.actor import Actor
 from viarah.domain.shared.clock import Clock
 from viarah.domain.shared.errors import Forbidden, InvalidInput, NotFound
 from viarah.domain.shared.ids import OrgId, is_valid_id, new_id
 from viarah.domain.shared.jobs import Job
 from viarah.domain.shared.secrets import KeyedHasher, SecretBox, SecretUndecryptable
+from viarah.domain.shared.text import storable
 
 log = logging.getLogger("viarah.gitlab.webhooks")
 UowFactory = Callable[[], GitLabUnitOfWork]
@@ -67,12 +68,16 @@ def classify(event_type: str, payload: Any) -> Classified:
         return nothing
     path = project.get("path_with_namespace")
     iid = attributes.get("iid")
-    if not isinstance(path, str) or not path or len(path) > 500:
+    if not isinstance(path, str) or not path or len(path) > MAX_PROJECT_PATH_LENGTH:
         return nothing
-    if not isinstance(iid, int) or isinstance(iid, bool) or iid < 1:
+    if not storable(path):
+        return nothing
+    if not isinstance(iid, int) or isinstance(iid, bool) or not 1 <= iid <= MAX_IID:
         return nothing
     action = attributes.get("action")
-    return Classified(path, kind, iid, action if isinstance(action, str) else None)
+    if not isinstance(action, str) or not storable(action):
+        action = None
+    return Classified(path, kind, iid, action)
 
 
 def idempotency_key(headers: Mapping[str, str], body: bytes) -> str:
@@ -162,7 +167,8 @@ class GitLabWebhooks:
                 payload = json.loads(body)
             except (ValueError, UnicodeDecodeError):
                 raise InvalidInput("body", "is not valid JSON") from None
-            event_type = headers.get("x-gitlab-event", "").strip()[:100] or "unknown"
+            event_type = headers.get("x-gitlab-event", "").strip()[:100]
+            event_type = event_type if event_type and storable(event_type) else "unknown"
             found = classify(event_type, payload)
             delivery = WebhookDelivery(
                 id=new_id(),

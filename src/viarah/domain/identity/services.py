@@ -18,7 +18,7 @@ from viarah.domain.identity.ports import IdentityUnitOfWork, PasswordHasher
 from viarah.domain.shared.actor import Actor, PlatformRole, TokenScope
 from viarah.domain.shared.clock import Clock
 from viarah.domain.shared.errors import Conflict, Forbidden, InvalidInput, NotFound, Unauthenticated
-from viarah.domain.shared.ids import ApiTokenId, UserId, new_id
+from viarah.domain.shared.ids import ApiTokenId, UserId, is_valid_id, new_id
 from viarah.domain.shared.text import clean_text, normalize_email
 
 UowFactory = Callable[[], IdentityUnitOfWork]
@@ -232,7 +232,9 @@ class ApiTokens:
     async def revoke(self, actor: Actor, token_id: str) -> None:
         """Revoke one of the actor's own tokens (idempotent); NotFound for anyone else's."""
         async with self._uow() as uow:
-            token = await uow.api_tokens.get(ApiTokenId(token_id))
+            token = (
+                await uow.api_tokens.get(ApiTokenId(token_id)) if is_valid_id(token_id) else None
+            )
             if token is None or token.user_id != actor.user_id:
                 raise NotFound("API token not found")
             if token.revoked_at is None:

@@ -23,6 +23,7 @@ from viarah.domain.shared.telemetry import (
     NullTelemetry,
     Telemetry,
 )
+from viarah.domain.shared.text import loggable
 from viarah.entrypoints.web.errors import error_body
 
 log = logging.getLogger("viarah.web")
@@ -79,7 +80,7 @@ class HostAllowlistMiddleware(ASGIMiddleware):
         ):
             await next_app(scope, receive, send)
             return
-        log.warning("http.invalid_host path=%s", scope.get("path", ""))
+        log.warning("http.invalid_host path=%s", loggable(str(scope.get("path", ""))))
         body = error_body(INVALID_HOST, "invalid_host")
         await send(
             {
@@ -130,8 +131,8 @@ class RequestLogMiddleware(ASGIMiddleware):
             method = str(scope.get("method", "-"))
             log.info(
                 "http.request method=%s path=%s status=%d ms=%.1f",
-                method,
-                scope.get("path", ""),
+                loggable(method, 20),
+                loggable(str(scope.get("path", ""))),
                 status,
                 elapsed * 1000,
             )

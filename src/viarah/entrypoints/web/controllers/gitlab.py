@@ -31,6 +31,7 @@ from viarah.domain.gitlab.model import GitLabIntegration, WebhookDelivery
 from viarah.domain.gitlab.webhooks import MAX_PAGE, GitLabWebhooks
 from viarah.domain.shared.actor import Actor
 from viarah.domain.shared.errors import DomainError
+from viarah.domain.shared.text import loggable
 from viarah.entrypoints.web.errors import API_ERRORS, ErrorOut
 
 log = logging.getLogger("viarah.web")
@@ -304,6 +305,6 @@ class GitLabWebhookController(Controller):
         try:
             status = await gitlab_webhooks.receive(org_id, headers, body)
         except DomainError as exc:
-            log.info("gitlab.webhook_refused org=%s code=%s", org_id[:64], exc.code)
+            log.info("gitlab.webhook_refused org=%s code=%s", loggable(org_id, 64), exc.code)
             raise
         return WebhookOut(status=status)

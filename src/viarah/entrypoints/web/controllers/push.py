@@ -14,7 +14,7 @@ from litestar import Controller, Request, Response, delete, get, post, put
 from litestar.di import NamedDependency
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, JSONBody, SkipValidation
-from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_503_SERVICE_UNAVAILABLE
+from litestar.status_codes import HTTP_201_CREATED, HTTP_503_SERVICE_UNAVAILABLE
 
 from viarah.domain.notifications.model import CHANNEL_PUSH, Preference, PushSubscription
 from viarah.domain.notifications.push import PushSender
@@ -202,7 +202,7 @@ class PushController(Controller):
         summary="Store this browser's push subscription",
         description=(
             "Takes PushSubscription.toJSON() bare or as {subscription, user_agent}. "
-            "201 for a new endpoint; 200 when the endpoint was known and is updated."
+            "201 with the stored subscription; re-posting a known endpoint updates it."
         ),
     )
     async def subscribe(
@@ -222,11 +222,9 @@ class PushController(Controller):
             expiration_time=_expiration(browser.expiration_time),
             user_agent=data.user_agent if data.user_agent else _header_user_agent(request),
         )
-        # A new row is stamped once; an upsert of a known endpoint moves updated_at only.
-        created = stored.created_at == stored.updated_at
         return Response(
             SubscriptionOut(subscription=SubscriptionBody.of(stored)),
-            status_code=HTTP_201_CREATED if created else HTTP_200_OK,
+            status_code=HTTP_201_CREATED,
         )
 
     @delete(
