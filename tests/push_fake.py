@@ -25,6 +25,14 @@ For each ``POST /push/<id>`` (in this order; the first failure decides the answe
 7. otherwise 201 Created with a ``Location``, recorded as ``delivered``.
 
 Checks that fail record ``rejected`` with the reason. Everything is in :attr:`requests`.
+
+A VAPID JWT's ES256 signature is verified once per distinct (token, key) pair (a sender
+reuses its cached JWT for many messages; the same bytes always verify the same way); the
+claims (``aud``, ``exp``, ``sub``) are checked on every request. For load tests,
+``FakePushService(defer_decryption=True)`` checks everything above except the decryption
+before answering, keeps each encrypted body, and decrypts them all when
+:meth:`decrypt_deferred` is called (after the clock has stopped): a body that does not
+decrypt then turns its record into ``rejected``, though it was answered 201.
 """
 
 from __future__ import annotations
@@ -40,7 +48,7 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any
@@ -131,6 +139,9 @@ class _Reject(Exception):
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
+    # socketserver's default listen backlog is 5: a sender opening 64 connections at once
+    # would see SYNs dropped and retransmitted a second later.
+    request_queue_size = 1024
 
     def __init__(self, fake: FakePushService, host: str) -> None:
         if ":" in host:
@@ -174,8 +185,10 @@ class FakePushService:
         aliases: tuple[str, ...] = (),
         now: Callable[[], float] = time.time,
         ssl_context: ssl.SSLContext | None = None,
+        defer_decryption: bool = False,
     ) -> None:
         self.host = host
+        self.defer_decryption = defer_decryption
         self.aliases = aliases
         self.now = now
         self.requests: list[PushRequest] = []
@@ -184,6 +197,9 @@ class FakePushService:
         self._rules: list[Rule] = []
         self._global_script: deque[Answer] = deque()
         self._jwts: set[str] = set()
+        self._verified: set[tuple[str, str]] = set()
+        #: (index in requests, body, subscription) of messages whose decryption is deferred
+        self._deferred: list[tuple[int, bytes, _Subscription]] = []
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._server: _Server | None = None
@@ -390,6 +406,8 @@ class FakePushService:
             sub_id, answer.status, outcome, reason, headers, plaintext, jwt, claims, len(body), port
         )
         with self._lock:
+            if plaintext is None and body:  # defer_decryption: decrypted later
+                self._deferred.append((len(self.requests), body, sub))
             self.requests.append(record)
         if answer.delay and self._stopping.wait(answer.delay):
             return
@@ -443,16 +461,20 @@ class FakePushService:
             raise _Reject(401, "malformed VAPID token or key") from None
         if header.get("alg") != "ES256" or len(signature) != 64:
             raise _Reject(401, "the VAPID JWT is not ES256")
-        r, s = int.from_bytes(signature[:32], "big"), int.from_bytes(signature[32:], "big")
-        try:
-            public.verify(
-                encode_dss_signature(r, s),
-                f"{head_b64}.{claims_b64}".encode(),
-                ec.ECDSA(hashes.SHA256()),
-            )
-        except InvalidSignature:
-            raise _Reject(401, "bad VAPID signature") from None
         with self._lock:
+            verified = (token, key) in self._verified
+        if not verified:
+            r, s = int.from_bytes(signature[:32], "big"), int.from_bytes(signature[32:], "big")
+            try:
+                public.verify(
+                    encode_dss_signature(r, s),
+                    f"{head_b64}.{claims_b64}".encode(),
+                    ec.ECDSA(hashes.SHA256()),
+                )
+            except InvalidSignature:
+                raise _Reject(401, "bad VAPID signature") from None
+        with self._lock:
+            self._verified.add((token, key))
             self._jwts.add(token)
         now = self.now()
         exp = claims.get("exp")
@@ -467,13 +489,15 @@ class FakePushService:
             raise _Reject(401, "the VAPID sub must be a mailto: or https: URI")
         return token, key.rstrip("="), claims
 
-    def _decrypt(self, headers: dict[str, str], body: bytes, sub: _Subscription) -> bytes:
+    def _decrypt(self, headers: dict[str, str], body: bytes, sub: _Subscription) -> bytes | None:
         if len(body) > MAX_BODY:
             raise _Reject(413, f"body of {len(body)} bytes is over {MAX_BODY}")
         if not body:
             return b""
         if headers.get("content-encoding", "").lower() != "aes128gcm":
             raise _Reject(400, "a body needs Content-Encoding: aes128gcm")
+        if self.defer_decryption:
+            return None
         try:
             plaintext = http_ece.decrypt(
                 body, private_key=sub.private_key, auth_secret=sub.auth, version="aes128gcm"
@@ -481,6 +505,33 @@ class FakePushService:
         except Exception as exc:
             raise _Reject(400, f"cannot decrypt: {type(exc).__name__}") from None
         return bytes(plaintext)
+
+    def decrypt_deferred(self) -> int:
+        """Decrypt the bodies kept by ``defer_decryption``; returns how many did not decrypt
+        (their records become ``rejected``)."""
+        with self._lock:
+            pending, self._deferred = self._deferred, []
+        failed = 0
+        for index, body, sub in pending:
+            try:
+                plaintext = bytes(
+                    http_ece.decrypt(
+                        body, private_key=sub.private_key, auth_secret=sub.auth, version="aes128gcm"
+                    )
+                )
+            except Exception as exc:
+                failed += 1
+                with self._lock:
+                    self.requests[index] = replace(
+                        self.requests[index],
+                        status=400,
+                        outcome="rejected",
+                        reason=f"cannot decrypt: {type(exc).__name__}",
+                    )
+                continue
+            with self._lock:
+                self.requests[index] = replace(self.requests[index], plaintext=plaintext)
+        return failed
 
     def _scripted(self, sub: _Subscription) -> Answer | None:
         with self._lock:

@@ -1,0 +1,345 @@
+"""The issue's targets, the printed table and the JSON file."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+#: Issue #6's targets (2-core machine, everything local, one web and one worker process).
+WEBHOOK_RPS = 600
+WEBHOOK_P99_MS = 50
+WEBHOOK_HEALTHZ_RATIO = 0.40
+LINKS_RPS = 800
+LINKS_P99_MS = 50
+PUSH_FLOOR_RATIO = 0.70
+REFRESH_CALLS = 1
+REFRESH_SECONDS = 2.0
+WEB_RSS_MB = 120
+COLD_START_SECONDS = 3.0
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    wanted: str
+    measured: str
+    met: bool | None  # None: not measured in this run
+    margin: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "target": self.wanted,
+            "measured": self.measured,
+            "met": self.met,
+            "margin": self.margin,
+        }
+
+
+def _pct(value: float, wanted: float, *, lower_is_better: bool = False) -> str:
+    if wanted == 0:
+        return ""
+    change = (value - wanted) / wanted * 100
+    if lower_is_better:
+        change = -change
+    return f"{change:+.0f} %"
+
+
+def _at(results: dict[str, Any], *path: str) -> Any:
+    node: Any = results
+    for key in path:
+        if not isinstance(node, dict) or key not in node:
+            return None
+        node = node[key]
+    return node
+
+
+def _open_loop_at(results: dict[str, Any], what: str, rate: float) -> dict[str, Any] | None:
+    for run in _at(results, "open_loop", what) or []:
+        if run.get("purpose") == "target" and "skipped" not in run and abs(run["rate"] - rate) < 1:
+            return dict(run)
+    return None
+
+
+def evaluate(results: dict[str, Any]) -> list[Target]:
+    targets: list[Target] = []
+
+    def add(name: str, wanted: str, value: float | None, ok: bool, shown: str, margin: str) -> None:
+        targets.append(
+            Target(
+                name,
+                wanted,
+                shown if value is not None else "not run",
+                ok if value is not None else None,
+                margin if value is not None else "",
+            )
+        )
+
+    web64 = _at(results, "webhook", "64", "rps")
+    add(
+        "webhook ingest throughput (64 conn)",
+        f">= {WEBHOOK_RPS} req/s",
+        web64,
+        web64 is not None and web64 >= WEBHOOK_RPS,
+        f"{web64} req/s",
+        _pct(web64 or 0, WEBHOOK_RPS),
+    )
+    ol = _open_loop_at(results, "webhook", WEBHOOK_RPS)
+    if ol is not None:
+        ok = ol["p99_ms"] <= WEBHOOK_P99_MS and ol["errors"] == 0
+        add(
+            f"webhook ingest p99 at {WEBHOOK_RPS} req/s (fixed rate, 64 conn)",
+            f"<= {WEBHOOK_P99_MS} ms",
+            ol["p99_ms"],
+            ok,
+            f"{ol['p99_ms']} ms",
+            _pct(ol["p99_ms"], WEBHOOK_P99_MS, lower_is_better=True),
+        )
+    else:
+        add(
+            f"webhook ingest p99 at {WEBHOOK_RPS} req/s (fixed rate, 64 conn)",
+            f"<= {WEBHOOK_P99_MS} ms",
+            0 if web64 is not None else None,
+            False,
+            "rate not reachable",
+            "",
+        )
+    ratio = _at(results, "webhook", "64", "ratio_to_healthz")
+    add(
+        "webhook ingest vs /healthz (64 conn)",
+        f">= {WEBHOOK_HEALTHZ_RATIO:.0%}",
+        ratio,
+        ratio is not None and ratio >= WEBHOOK_HEALTHZ_RATIO,
+        f"{(ratio or 0):.0%}",
+        _pct(ratio or 0, WEBHOOK_HEALTHZ_RATIO),
+    )
+    lost = [d for d in _drains(results) if not d.get("nothing_lost")]
+    drains = _drains(results)
+    add(
+        "webhook deliveries: accepted == stored == processed",
+        "nothing lost",
+        len(drains) if drains else None,
+        not lost,
+        "nothing lost" if not lost else f"{len(lost)} run(s) lost deliveries",
+        "",
+    )
+    links64 = _at(results, "links", "64", "rps")
+    add(
+        "link reads throughput (64 conn)",
+        f">= {LINKS_RPS} req/s",
+        links64,
+        links64 is not None and links64 >= LINKS_RPS,
+        f"{links64} req/s",
+        _pct(links64 or 0, LINKS_RPS),
+    )
+    ol = _open_loop_at(results, "links", LINKS_RPS)
+    if ol is not None:
+        ok = ol["p99_ms"] <= LINKS_P99_MS and ol["errors"] == 0
+        add(
+            f"link reads p99 at {LINKS_RPS} req/s (fixed rate, 64 conn)",
+            f"<= {LINKS_P99_MS} ms",
+            ol["p99_ms"],
+            ok,
+            f"{ol['p99_ms']} ms",
+            _pct(ol["p99_ms"], LINKS_P99_MS, lower_is_better=True),
+        )
+    else:
+        add(
+            f"link reads p99 at {LINKS_RPS} req/s (fixed rate, 64 conn)",
+            f"<= {LINKS_P99_MS} ms",
+            0 if links64 is not None else None,
+            False,
+            "rate not reachable",
+            "",
+        )
+    push_ratio = _at(results, "push", "ratio_to_floor")
+    add(
+        "push fan-out vs crypto floor",
+        f">= {PUSH_FLOOR_RATIO:.0%}",
+        push_ratio,
+        push_ratio is not None
+        and push_ratio >= PUSH_FLOOR_RATIO
+        and bool(_at(results, "push", "fanout", "all_checks_pass")),
+        f"{(push_ratio or 0):.0%}",
+        _pct(push_ratio or 0, PUSH_FLOOR_RATIO),
+    )
+    calls = _at(results, "refresh", "gitlab_calls")
+    add(
+        "refresh fan-out GitLab calls",
+        f"== {REFRESH_CALLS}",
+        calls,
+        calls == REFRESH_CALLS,
+        str(calls),
+        "",
+    )
+    took = _at(results, "refresh", "seconds_until_all_links_updated")
+    add(
+        "refresh fan-out: all links updated",
+        f"<= {REFRESH_SECONDS} s",
+        took,
+        took is not None and took <= REFRESH_SECONDS,
+        f"{took} s",
+        _pct(took or 0, REFRESH_SECONDS, lower_is_better=True),
+    )
+    rss = _at(results, "memory", "web_rss_mb")
+    add(
+        "web RSS after the runs",
+        f"<= {WEB_RSS_MB} MB",
+        rss,
+        rss is not None and rss <= WEB_RSS_MB,
+        f"{rss} MB",
+        _pct(rss or 0, WEB_RSS_MB, lower_is_better=True),
+    )
+    cold = _at(results, "cold_start", "max_seconds")
+    add(
+        "viarah serve cold start (worst run)",
+        f"<= {COLD_START_SECONDS} s",
+        cold,
+        cold is not None and cold <= COLD_START_SECONDS,
+        f"{cold} s",
+        _pct(cold or 0, COLD_START_SECONDS, lower_is_better=True),
+    )
+    return targets
+
+
+def _drains(results: dict[str, Any]) -> list[dict[str, Any]]:
+    found = [run["drain"] for run in (results.get("webhook") or {}).values() if "drain" in run]
+    found += [run["drain"] for run in _at(results, "open_loop", "webhook") or [] if "drain" in run]
+    return found
+
+
+# -- printing --------------------------------------------------------------------------
+
+
+def _row(cells: list[str], widths: list[int]) -> str:
+    return "  ".join(
+        c.ljust(w) if i == 0 else c.rjust(w)
+        for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+    )
+
+
+def table(results: dict[str, Any]) -> str:
+    """The human summary: one line per measurement, then the targets."""
+    lines: list[str] = []
+    head = ["measurement", "conn", "req/s", "p50 ms", "p99 ms", "errors", "vs healthz"]
+    widths = [44, 5, 9, 8, 8, 7, 10]
+    lines.append(_row(head, widths))
+    lines.append("-" * (sum(widths) + 2 * (len(widths) - 1)))
+    healthz = results.get("healthz") or {}
+    for label, key in (
+        ("GET /healthz", "healthz"),
+        ("POST webhook (Issue Hook)", "webhook"),
+        ("GET task gitlab-links (20 links)", "links"),
+    ):
+        for conns, run in (results.get(key) or {}).items():
+            base = healthz.get(conns, {}).get("rps")
+            ratio = f"{run['rps'] / base:.0%}" if base and key != "healthz" else ""
+            lines.append(
+                _row(
+                    [
+                        label,
+                        str(conns),
+                        f"{run['rps']:.0f}",
+                        f"{run['p50_ms']:.1f}",
+                        f"{run['p99_ms']:.1f}",
+                        str(run["errors"]),
+                        ratio,
+                    ],
+                    widths,
+                )
+            )
+    for what, label in (("webhook", "webhook, fixed rate"), ("links", "gitlab-links, fixed rate")):
+        for run in _at(results, "open_loop", what) or []:
+            if "skipped" in run:
+                lines.append(f"{label} {run['rate']}/s ({run['purpose']}): {run['skipped']}")
+                continue
+            lines.append(
+                _row(
+                    [
+                        f"{label} {run['rate']:.0f}/s ({run['purpose']})",
+                        str(run["connections"]),
+                        f"{run['achieved_rps']:.0f}",
+                        f"{run['p50_ms']:.1f}",
+                        f"{run['p99_ms']:.1f}",
+                        str(run["errors"]),
+                        "",
+                    ],
+                    widths,
+                )
+            )
+    lines.append("")
+    for conns, run in (results.get("webhook") or {}).items():
+        d = run.get("drain")
+        if d:
+            lines.append(
+                f"webhook drain ({conns} conn): accepted {d['accepted']}, stored {d['stored']}, "
+                f"processed {d['processed']}, failed {d['failed']}; drained "
+                f"{d['drain_seconds_after_load']} s after the load stopped; "
+                f"{'nothing lost' if d['nothing_lost'] else 'LOST DELIVERIES'}"
+            )
+    for run in _at(results, "open_loop", "webhook") or []:
+        d = run.get("drain")
+        if d:
+            lines.append(
+                f"webhook drain (fixed rate {run['rate']:.0f}/s): accepted {d['accepted']}, "
+                f"stored {d['stored']}, processed {d['processed']}; drained "
+                f"{d['drain_seconds_after_load']} s after; "
+                f"{'nothing lost' if d['nothing_lost'] else 'LOST DELIVERIES'}"
+            )
+    push = results.get("push") or {}
+    if push:
+        floor = push.get("crypto_floor", {})
+        fan = push.get("fanout", {})
+        lines.append(
+            f"push crypto floor: {floor.get('ops_per_second')} ops/s on one core "
+            f"(send-path prepare with cached JWT: {floor.get('send_path_prepare_per_second')}/s)"
+        )
+        for cap in push.get("fake_capacity", []):
+            lines.append(
+                f"push fake capacity ({cap['mode']}): {cap['messages_per_second']} msg/s, "
+                f"errors {cap['errors']}"
+            )
+        if fan:
+            lines.append(
+                f"push fan-out: {fan['delivered']}/{fan['subscriptions']} delivered, "
+                f"{fan['decrypted_and_correct']} decrypted and correct, {fan['duplicates']} "
+                f"duplicates, in {fan['seconds_enqueue_to_last_sent']} s = "
+                f"{fan['messages_per_second']} msg/s = {push.get('ratio_to_floor', 0):.0%} of "
+                f"the floor (webhook → last message {fan['seconds_webhook_to_last_sent']} s)"
+            )
+    refresh = results.get("refresh")
+    if refresh:
+        lines.append(
+            f"refresh fan-out: {refresh['links']} links, {refresh['gitlab_calls']} GitLab "
+            f"call(s), all updated {refresh['seconds_until_all_links_updated']} s after the webhook"
+        )
+    memory = results.get("memory")
+    if memory:
+        lines.append(
+            f"memory after the runs: web {memory['web_rss_mb']} MB, "
+            f"worker {memory['worker_rss_mb']} MB RSS"
+        )
+    cold = results.get("cold_start")
+    if cold:
+        lines.append(
+            f"viarah serve cold start to first 200: {cold['median_seconds']} s median "
+            f"(runs {cold['runs']})"
+        )
+    lines.append("")
+    lines.append("targets (issue #6):")
+    for target in results.get("targets", []):
+        mark = {True: "MET   ", False: "MISSED", None: "n/a   "}[target["met"]]
+        margin = f" ({target['margin']})" if target["margin"] else ""
+        lines.append(
+            f"  {mark} {target['name']}: {target['measured']} (target {target['target']}){margin}"
+        )
+    return "\n".join(lines)
+
+
+def write_json(results: dict[str, Any], directory: Path, stamp: str) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{stamp}.json"
+    path.write_text(json.dumps(results, indent=2, default=str) + "\n")
+    return path
