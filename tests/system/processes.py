@@ -89,6 +89,11 @@ class Proc:
             self.popen.wait()
             pytest.fail(f"no exit within {timeout} s of SIGTERM; stderr={self.stderr[-20:]}")
 
+    def stop_cleanly(self, timeout: float = 10) -> None:
+        """SIGTERM; the process must exit 0 within ``timeout`` (its stderr shows why not)."""
+        code = self.terminate(timeout)
+        assert code == 0, f"exit code {code}; stderr:\n" + "\n".join(self.stderr[-40:])
+
     def kill(self) -> None:
         if self.popen.poll() is None:
             self.popen.kill()

@@ -219,8 +219,8 @@ def test_backup_drop_restore_gives_back_a_working_instance(
         print(f"the job left pending at backup time was done {ran:.1f} s after `viarah worker`")
 
         api.close()
-        assert worker.terminate() == 0
-        assert web.terminate() == 0
+        worker.stop_cleanly()
+        web.stop_cleanly()
         assert not any("Traceback" in line for line in web.stderr + worker.stderr)
     finally:
         gitlab.stop()

@@ -165,4 +165,4 @@ def test_web_answers_503_while_postgres_is_down_and_recovers(
     assert back.status_code == 401  # the database answers again: a bad token is just bad
     assert web.popen.poll() is None
     assert any("db.unavailable" in line for line in web.stderr)
-    assert web.terminate() == 0
+    web.stop_cleanly()

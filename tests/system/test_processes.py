@@ -50,8 +50,8 @@ def test_web_and_worker_on_postgres_and_redis(
     assert body["database"] == body["broker"] == "ok"
     assert 0 <= body["worker"]["last_heartbeat_age_seconds"] < 5
 
-    assert worker.terminate() == 0
-    assert web.terminate() == 0
+    worker.stop_cleanly()
+    web.stop_cleanly()
     assert worker.lines[-1] == "worker: stopped"
     assert worker.lines.count("worker: ready") == 1
     assert not any("Traceback" in line for line in web.stderr + worker.stderr)
@@ -71,7 +71,7 @@ def test_worker_group_starts_and_stops_as_one(
     group = Proc(["worker", "--processes", "2", "--threads", "1"], env, tmp_path)
     procs.append(group)
     group.wait_for_line(lambda lines: "heartbeat: alive" in lines, timeout=30)
-    assert group.terminate(timeout=15) == 0
+    group.stop_cleanly(timeout=25)
     assert group.lines.count("worker: ready") == 1
     assert group.lines[-1] == "worker: stopped"
 
@@ -86,4 +86,4 @@ def test_serve_with_nothing_configured(tmp_path: Path, procs: list[Proc]) -> Non
     assert any(
         "embedded SQLite ./var/viarah.sqlite3, in-process queue" in line for line in serve.lines
     )
-    assert serve.terminate() == 0
+    serve.stop_cleanly()

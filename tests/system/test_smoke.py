@@ -74,7 +74,7 @@ def test_smoke_passes_then_names_the_stopped_worker(
     assert passed.stderr == ""
     assert list(tmp_path.glob("*.sql")) == []  # the test backup went to a temporary dir
 
-    assert worker.terminate() == 0
+    worker.stop_cleanly()
     started = time.monotonic()
     while heartbeat_age(url) <= 5.5:  # 3 x WORKER_HEARTBEAT_SECONDS + 2 s
         assert time.monotonic() - started < 20, "the heartbeat never aged"
@@ -87,7 +87,7 @@ def test_smoke_passes_then_names_the_stopped_worker(
     assert "the last worker heartbeat is" in readyz
     assert "is `viarah worker` running?" in readyz
     assert failed.stderr.strip().splitlines() == [f"viarah: smoke: 1 of 4 step(s) failed at {url}"]
-    assert web.terminate() == 0
+    web.stop_cleanly()
 
 
 def test_smoke_with_nothing_listening_fails_every_step_without_a_traceback(

@@ -80,7 +80,7 @@ def test_the_worker_serves_job_outcomes_and_its_backlog(
     assert found[seconds] == 1
     assert ("process_resident_memory_bytes", ()) in found
 
-    assert worker.terminate() == 0
+    worker.stop_cleanly()
     assert worker.lines[-1] == "worker: stopped"
     with socket.socket() as sock:  # the port is free again
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -113,7 +113,7 @@ def test_each_process_of_a_group_serves_on_its_own_port(
     for each in (port, port + 1):
         text = scrape_until(f"http://127.0.0.1:{each}/metrics", group, "viarah_database_up 1.0")
         assert "viarah_jobs_total" in text
-    assert group.terminate(timeout=15) == 0
+    group.stop_cleanly(timeout=25)
 
 
 def test_a_taken_metrics_port_stops_the_start_with_one_line(
@@ -158,4 +158,4 @@ def test_serve_shows_its_worker_in_the_web_metrics(
     found = samples(text)
     assert jobs_done(found, "identity.purge_expired_sessions") == 1
     assert found[("viarah_database_up", ())] == 1
-    assert serve.terminate() == 0
+    serve.stop_cleanly()

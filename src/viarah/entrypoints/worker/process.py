@@ -32,6 +32,11 @@ from viarah.entrypoints.worker.runtime import DEFAULT_STOP_TIMEOUT_SECONDS, Dram
 from viarah.entrypoints.worker.status import configure_logging, say
 from viarah.settings import Settings, load_settings
 
+#: How long the parent waits for its children after forwarding SIGTERM: a child's own
+#: graceful stop (in-flight jobs, then the background loops and the database pool) plus
+#: room for a loaded machine.
+GROUP_STOP_SECONDS = DEFAULT_STOP_TIMEOUT_SECONDS + 12
+
 #: Jobs every worker adds to the outbox at start and then at these intervals.
 PERIODIC_JOBS = (
     PeriodicJob(PURGE_SESSIONS_JOB, PURGE_INTERVAL_SECONDS),
@@ -168,13 +173,17 @@ def run_group(
     for child in children:
         if child.is_alive() and child.pid is not None:
             os.kill(child.pid, signal.SIGTERM)
-    deadline = time.monotonic() + DEFAULT_STOP_TIMEOUT_SECONDS + 5
+    deadline = time.monotonic() + GROUP_STOP_SECONDS
     for child in children:
         child.join(max(0.0, deadline - time.monotonic()))
         if child.is_alive():
+            say(f"worker: process {child.pid} did not stop within {GROUP_STOP_SECONDS:g} s; killed")
             child.kill()
             child.join()
-    failed = failed or any(child.exitcode != 0 for child in children)
+            failed = True
+        elif child.exitcode != 0 and not failed:
+            say(f"worker: process {child.pid} stopped with code {child.exitcode}")
+            failed = True
     say("worker: stopped")
     return 1 if failed else 0
 
