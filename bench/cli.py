@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import time
 from datetime import UTC, datetime
@@ -234,6 +235,28 @@ def run_all(
                 run["drain"]["cpu_cores"] = drain_meter.stop()
             results["webhook"][str(conns)] = run
             wait_idle(stack)
+        # The same load with the worker paused (SIGSTOP): what the web process alone
+        # ingests when it has a core to itself; then the worker catches up.
+        conns = max(args.connection_counts)
+        say(f"webhook ingest with the worker paused, {conns} connections, {seconds:.0f} s")
+        prefix = new_prefix(f"paused{conns}")
+        meter = cpu_meter()
+        os.kill(stack.worker.pid, signal.SIGSTOP)
+        try:
+            wrk = http.webhook(conns, seconds, prefix)
+        finally:
+            os.kill(stack.worker.pid, signal.SIGCONT)
+        run = wrk.as_dict()
+        run["cpu_cores"] = meter.stop()
+        base = (results.get("healthz") or {}).get(str(conns))
+        if base:
+            run["ratio_to_healthz"] = round(run["rps"] / base["rps"], 3)
+        say("  waiting for the worker to drain the deliveries")
+        drain_meter = cpu_meter()
+        run["drain"] = http.drain(prefix, wrk.requests - wrk.non_2xx, conns)
+        run["drain"]["cpu_cores"] = drain_meter.stop()
+        results["webhook_worker_paused"] = {str(conns): run}
+        wait_idle(stack)
 
     if "openloop" in selected:
         results["open_loop"] = {"links": [], "webhook": []}
@@ -244,7 +267,9 @@ def run_all(
             )
             if not measured:
                 continue
-            rates = [(round(measured * args.open_loop_fraction), "fraction of max")]
+            rates = [
+                (round(measured * args.open_loop_fraction), f"{args.open_loop_fraction:.0%} of max")
+            ]
             if target <= measured:
                 rates.append((target, "target"))
             for rate, purpose in rates:

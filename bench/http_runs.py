@@ -231,6 +231,11 @@ class HttpRuns:
             "failed": counts.get("failed", 0),
             "processed_when_load_stopped": at_stop.get("processed", 0),
             "drain_seconds_after_load": round(took, 2),
+            "worker_deliveries_per_second_while_draining": round(
+                (processed - at_stop.get("processed", 0)) / took, 1
+            )
+            if took > 0
+            else None,
             "in_flight_when_stopped_max": in_flight_bound,
             "nothing_lost": not lost and stored - accepted <= in_flight_bound,
         }

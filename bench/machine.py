@@ -195,4 +195,6 @@ class CpuMeter:
         end = self._sample()
         if wall <= 0:
             return {}
-        return {name: round((end[name] - self._start.get(name, 0.0)) / wall, 2) for name in end}
+        used = {name: round((end[name] - self._start.get(name, 0.0)) / wall, 2) for name in end}
+        used["load_1m_at_end"] = round(load_average(), 2)  # other work on the machine shows here
+        return used

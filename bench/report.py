@@ -205,7 +205,12 @@ def evaluate(results: dict[str, Any]) -> list[Target]:
 
 
 def _drains(results: dict[str, Any]) -> list[dict[str, Any]]:
-    found = [run["drain"] for run in (results.get("webhook") or {}).values() if "drain" in run]
+    found = [
+        run["drain"]
+        for key in ("webhook", "webhook_worker_paused")
+        for run in (results.get(key) or {}).values()
+        if "drain" in run
+    ]
     found += [run["drain"] for run in _at(results, "open_loop", "webhook") or [] if "drain" in run]
     return found
 
@@ -224,13 +229,14 @@ def table(results: dict[str, Any]) -> str:
     """The human summary: one line per measurement, then the targets."""
     lines: list[str] = []
     head = ["measurement", "conn", "req/s", "p50 ms", "p99 ms", "errors", "vs healthz"]
-    widths = [44, 5, 9, 8, 8, 7, 10]
+    widths = [48, 5, 9, 8, 8, 7, 10]
     lines.append(_row(head, widths))
     lines.append("-" * (sum(widths) + 2 * (len(widths) - 1)))
     healthz = results.get("healthz") or {}
     for label, key in (
         ("GET /healthz", "healthz"),
         ("POST webhook (Issue Hook)", "webhook"),
+        ("POST webhook, worker paused (web alone)", "webhook_worker_paused"),
         ("GET task gitlab-links (20 links)", "links"),
     ):
         for conns, run in (results.get(key) or {}).items():
@@ -270,11 +276,16 @@ def table(results: dict[str, Any]) -> str:
                 )
             )
     lines.append("")
-    for conns, run in (results.get("webhook") or {}).items():
+    drained = [(f"{c} conn", r) for c, r in (results.get("webhook") or {}).items()]
+    drained += [
+        (f"{c} conn, worker paused during the load", r)
+        for c, r in (results.get("webhook_worker_paused") or {}).items()
+    ]
+    for conns, run in drained:
         d = run.get("drain")
         if d:
             lines.append(
-                f"webhook drain ({conns} conn): accepted {d['accepted']}, stored {d['stored']}, "
+                f"webhook drain ({conns}): accepted {d['accepted']}, stored {d['stored']}, "
                 f"processed {d['processed']}, failed {d['failed']}; drained "
                 f"{d['drain_seconds_after_load']} s after the load stopped; "
                 f"{'nothing lost' if d['nothing_lost'] else 'LOST DELIVERIES'}"

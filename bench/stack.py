@@ -128,6 +128,8 @@ class Stack:
             client.close()
         self.gitlab = FakeGitLab().start()
         self.push = FakePushService(defer_decryption=True).start()
+        for fake in (self.gitlab, self.push):
+            _quiet_disconnects(fake)
         vapid = new_vapid_keypair()
         # Production settings: debug off, INFO logs, default heartbeat, TTL and pools.
         self.env = clean_env(
@@ -219,6 +221,23 @@ class Stack:
             client.close()
         except redis.RedisError:
             pass
+
+
+def _quiet_disconnects(fake: Any) -> None:
+    """A load generator hanging up mid-keep-alive is normal here: no traceback for it."""
+    server = getattr(fake, "_server", None)
+    if server is None:
+        return
+    default = server.handle_error
+
+    def handle_error(request: Any, client_address: Any) -> None:
+        import sys
+
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return
+        default(request, client_address)
+
+    server.handle_error = handle_error
 
 
 def server_versions(admin_url: str, redis_url: str) -> tuple[str, str]:
