@@ -191,9 +191,12 @@ class FakeOrgAccess(_Repo):
                 return m.role.value
         return None
 
-    async def task_exists(self, org_id: OrgId, task_id: TaskId) -> bool:
+    async def role_and_task(
+        self, org_id: OrgId, user_id: UserId, task_id: TaskId
+    ) -> tuple[str | None, bool]:
+        role = await self.role_of(org_id, user_id)
         task = self.db.tasks.get(task_id)
-        return task is not None and task.org_id == org_id
+        return role, role is not None and task is not None and task.org_id == org_id
 
     async def admins(self, org_id: OrgId) -> list[UserId]:
         return sorted(

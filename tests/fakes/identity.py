@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime
+from typing import TypeVar
 
-from tests.fakes.memory import _Repo
+from tests.fakes.memory import MemoryDatabase, _Repo
 from viarah.domain.identity.model import ApiToken, LoginSession, User
 from viarah.domain.shared.errors import Conflict
 from viarah.domain.shared.ids import ApiTokenId, UserId
@@ -42,12 +44,21 @@ class FakeUsers(_Repo):
         self.db.users[user.id] = user
 
 
+Held = TypeVar("Held", LoginSession, ApiToken)
+
+
+def _with_user(db: MemoryDatabase, found: Held | None) -> tuple[Held, User] | None:
+    user = db.users.get(found.user_id) if found is not None else None
+    return (found, user) if found is not None and user is not None else None
+
+
 class FakeSessions(_Repo):
     async def add(self, session: LoginSession) -> None:
         self.db.sessions[session.id] = session
 
-    async def get_by_digest(self, token_digest: str) -> LoginSession | None:
-        return next((s for s in self.db.sessions.values() if s.token_digest == token_digest), None)
+    async def get_with_user(self, token_digest: str) -> tuple[LoginSession, User] | None:
+        found = next((s for s in self.db.sessions.values() if s.token_digest == token_digest), None)
+        return _with_user(self.db, found)
 
     async def delete(self, session_id: str) -> None:
         self.db.sessions.pop(session_id, None)
@@ -66,14 +77,20 @@ class FakeApiTokens(_Repo):
     async def get(self, token_id: ApiTokenId) -> ApiToken | None:
         return self.db.api_tokens.get(token_id)
 
-    async def get_by_prefix(self, prefix: str) -> ApiToken | None:
-        return next((t for t in self.db.api_tokens.values() if t.prefix == prefix), None)
+    async def get_with_user(self, prefix: str) -> tuple[ApiToken, User] | None:
+        found = next((t for t in self.db.api_tokens.values() if t.prefix == prefix), None)
+        return _with_user(self.db, found)
 
     async def list_for_user(self, user_id: UserId) -> list[ApiToken]:
         return sorted(
             (t for t in self.db.api_tokens.values() if t.user_id == user_id),
             key=lambda t: (t.created_at, t.id),
         )
+
+    async def touch(self, token_id: ApiTokenId, when: datetime) -> None:
+        token = self.db.api_tokens.get(token_id)
+        if token is not None:
+            self.db.api_tokens[token_id] = replace(token, last_used_at=when)
 
     async def update(self, token: ApiToken) -> None:
         self.db.api_tokens[token.id] = token

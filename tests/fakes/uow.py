@@ -25,7 +25,12 @@ class FakeUnitOfWork:
     def __init__(self, db: MemoryDatabase) -> None:
         self._shared = db
         self._work: MemoryDatabase | None = None
+        self._read_only = False
         self.outbox = FakeOutbox()
+
+    def read_only(self) -> Self:
+        self._read_only = True
+        return self
 
     async def __aenter__(self) -> Self:
         self._open()
@@ -63,6 +68,7 @@ class FakeUnitOfWork:
 
     async def commit(self) -> None:
         assert self._work is not None
+        assert not self._read_only, "commit in a read-only unit of work"
         self._work.jobs.extend(self.outbox.pending)
         self.outbox.pending = []
         self._work.commits += 1

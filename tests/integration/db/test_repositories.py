@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from datetime import UTC, timedelta
 
 import pytest
@@ -214,3 +215,44 @@ async def test_job_of_a_dead_worker_is_redispatched_and_reclaimed(container: Con
     assert reclaimed is not None
     await beats.record(Heartbeat("other", "host", 2, much_later, much_later))
     assert await store.due_for_dispatch(much_later, 10, dead_after) == []
+
+
+async def test_a_read_only_unit_of_work_reads_without_holding_a_transaction(
+    container: Container,
+) -> None:
+    actor = await _user(container, "ada@example.com")
+    async with container.uow().read_only() as uow:
+        assert await uow.users.get(actor.user_id) is not None
+        # A writer is not held up by the reader (SQLite: no write lock taken; PostgreSQL:
+        # autocommit, so no transaction stays open between reads).
+        async with container.uow() as writer:
+            user = await writer.users.get(actor.user_id)
+            assert user is not None
+            await writer.users.update(replace(user, display_name="Ada L."))
+            await writer.commit()
+        seen = await uow.users.get(actor.user_id)
+        assert seen is not None
+        if container.engine().dialect.name == "postgresql":
+            assert seen.display_name == "Ada L."  # each read sees what was committed
+            async with container.engine().connect() as conn:  # nobody idles in a transaction
+                idle = await conn.scalar(
+                    sa.text(
+                        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                        " AND state = 'idle in transaction' AND pid <> pg_backend_pid()"
+                    )
+                )
+            assert idle == 0
+        with pytest.raises(AssertionError, match="read-only"):
+            await uow.commit()
+
+
+async def test_recording_a_token_use_never_undoes_a_revocation(container: Container) -> None:
+    actor = await _user(container, "ada@example.com")
+    issued = await container.api_tokens().create(actor, "ci")
+    await container.api_tokens().revoke(actor, issued.token.id)
+    async with container.uow() as uow:  # a request that read the token before the revocation
+        await uow.api_tokens.touch(issued.token.id, issued.token.created_at + timedelta(hours=1))
+        await uow.commit()
+    (token,) = await container.api_tokens().list_tokens(actor)
+    assert token.revoked_at is not None
+    assert token.last_used_at == issued.token.created_at + timedelta(hours=1)

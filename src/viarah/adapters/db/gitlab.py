@@ -6,6 +6,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 
 from viarah.adapters.db import tables as t
 from viarah.adapters.db.base import SqlRepository
@@ -21,7 +22,6 @@ from viarah.domain.gitlab.model import (
     WebhookDelivery,
 )
 from viarah.domain.gitlab.urls import ObjectKind
-from viarah.domain.shared.errors import Conflict
 from viarah.domain.shared.ids import OrgId, TaskId, UserId
 
 _i = t.gitlab_integrations.c
@@ -48,12 +48,37 @@ def _integration(row: sa.Row[Any]) -> GitLabIntegration:
     )
 
 
+# Statements of the hot paths (every webhook, every link read), built once: building a
+# Core statement per call costs as much CPU as running it (docs/performance.md).
+_INTEGRATION = sa.select(t.gitlab_integrations).where(_i.org_id == sa.bindparam("org_id"))
+_INTEGRATION_FOR_UPDATE = _INTEGRATION.with_for_update()
+_TASK_LINKS = (
+    sa.select(t.gitlab_links)
+    .where(_l.org_id == sa.bindparam("org_id"), _l.task_id == sa.bindparam("task_id"))
+    .order_by(_l.created_at, _l.id)
+)
+_ROLE_AND_TASK = sa.select(
+    t.memberships.c.role,
+    sa.exists()
+    .where(t.tasks.c.id == sa.bindparam("task_id"), t.tasks.c.org_id == sa.bindparam("org_id"))
+    .label("task"),
+).where(
+    t.memberships.c.org_id == sa.bindparam("org_id"),
+    t.memberships.c.user_id == sa.bindparam("user_id"),
+)
+
+_INSERT_DELIVERY = {
+    name: dialect.insert(t.webhook_deliveries)
+    .on_conflict_do_nothing(index_elements=["org_id", "idempotency_key"])
+    .returning(_d.id)
+    for name, dialect in (("postgresql", postgresql), ("sqlite", sqlite))
+}
+
+
 class SqlIntegrationRepository(SqlRepository):
     async def get(self, org_id: OrgId, *, for_update: bool = False) -> GitLabIntegration | None:
-        query = sa.select(t.gitlab_integrations).where(_i.org_id == org_id)
-        if for_update:
-            query = query.with_for_update()
-        row = await self._one(query)
+        query = _INTEGRATION_FOR_UPDATE if for_update else _INTEGRATION
+        row = (await self._conn.execute(query, {"org_id": org_id})).first()
         return _integration(row) if row else None
 
     async def save(self, integration: GitLabIntegration) -> None:
@@ -166,12 +191,8 @@ class SqlLinkRepository(SqlRepository):
         return _link(row) if row else None
 
     async def list_for_task(self, org_id: OrgId, task_id: TaskId) -> list[GitLabLink]:
-        rows = await self._all(
-            sa.select(t.gitlab_links)
-            .where(_l.org_id == org_id, _l.task_id == task_id)
-            .order_by(_l.created_at, _l.id)
-        )
-        return [_link(r) for r in rows]
+        result = await self._conn.execute(_TASK_LINKS, {"org_id": org_id, "task_id": task_id})
+        return [_link(r) for r in result]
 
     async def delete(self, link_id: str) -> None:
         await self._conn.execute(t.gitlab_links.delete().where(_l.id == link_id))
@@ -265,29 +286,26 @@ def _delivery(row: sa.Row[Any]) -> WebhookDelivery:
 
 class SqlDeliveryRepository(SqlRepository):
     async def add(self, delivery: WebhookDelivery) -> bool:
-        try:
-            await self._insert(
-                t.webhook_deliveries,
-                {
-                    "id": delivery.id,
-                    "org_id": delivery.org_id,
-                    "idempotency_key": delivery.idempotency_key,
-                    "event_type": delivery.event_type,
-                    "status": delivery.status.value,
-                    "received_at": delivery.received_at,
-                    "processed_at": delivery.processed_at,
-                    "error": delivery.error,
-                    "payload_hash": delivery.payload_hash,
-                    "project_path": delivery.project_path,
-                    "kind": delivery.kind.value if delivery.kind else None,
-                    "iid": delivery.iid,
-                    "action": delivery.action,
-                },
-                "duplicate delivery",
-            )
-        except Conflict:
-            return False
-        return True
+        # ON CONFLICT DO NOTHING: a duplicate costs no savepoint and no error round trip.
+        inserted = await self._conn.execute(
+            _INSERT_DELIVERY[self._conn.dialect.name],
+            {
+                "id": delivery.id,
+                "org_id": delivery.org_id,
+                "idempotency_key": delivery.idempotency_key,
+                "event_type": delivery.event_type,
+                "status": delivery.status.value,
+                "received_at": delivery.received_at,
+                "processed_at": delivery.processed_at,
+                "error": delivery.error,
+                "payload_hash": delivery.payload_hash,
+                "project_path": delivery.project_path,
+                "kind": delivery.kind.value if delivery.kind else None,
+                "iid": delivery.iid,
+                "action": delivery.action,
+            },
+        )
+        return inserted.first() is not None
 
     async def get(self, delivery_id: str) -> WebhookDelivery | None:
         row = await self._one(sa.select(t.webhook_deliveries).where(_d.id == delivery_id))
@@ -352,11 +370,12 @@ class SqlOrgAccess(SqlRepository):
         row = await self._one(sa.select(m.role).where(m.org_id == org_id, m.user_id == user_id))
         return str(row.role) if row else None
 
-    async def task_exists(self, org_id: OrgId, task_id: TaskId) -> bool:
-        c = t.tasks.c
-        return (
-            await self._one(sa.select(c.id).where(c.id == task_id, c.org_id == org_id)) is not None
-        )
+    async def role_and_task(
+        self, org_id: OrgId, user_id: UserId, task_id: TaskId
+    ) -> tuple[str | None, bool]:
+        values = {"org_id": org_id, "user_id": user_id, "task_id": task_id}
+        row = (await self._conn.execute(_ROLE_AND_TASK, values)).first()
+        return (str(row.role), bool(row.task)) if row else (None, False)
 
     async def admins(self, org_id: OrgId) -> list[UserId]:
         m = t.memberships.c

@@ -17,16 +17,33 @@ from viarah.domain.shared.ids import (
 )
 
 
-def _user(row: sa.Row[Any]) -> User:
+def _user(row: sa.Row[Any], prefix: str = "") -> User:
+    m = row._mapping
     return User(
-        id=UserId(row.id),
-        email=row.email,
-        display_name=row.display_name,
-        password_hash=row.password_hash,
-        platform_role=PlatformRole(row.platform_role),
-        is_active=row.is_active,
-        created_at=row.created_at,
+        id=UserId(m[prefix + "id"]),
+        email=m[prefix + "email"],
+        display_name=m[prefix + "display_name"],
+        password_hash=m[prefix + "password_hash"],
+        platform_role=PlatformRole(m[prefix + "platform_role"]),
+        is_active=m[prefix + "is_active"],
+        created_at=m[prefix + "created_at"],
     )
+
+
+#: The user's columns, labelled ``holder_*``, to select beside a row that belongs to them.
+_HOLDER = [column.label(f"holder_{column.name}") for column in t.users.c]
+
+
+def _with_holder(table: sa.Table, where: sa.ColumnElement[bool]) -> sa.Select[Any]:
+    """``table``'s row and its user's (``holder_*``), in one query."""
+    return sa.select(table, *_HOLDER).join(t.users, t.users.c.id == table.c.user_id).where(where)
+
+
+# Built once: they run on every authenticated request.
+_SESSION_WITH_USER = _with_holder(
+    t.login_sessions, t.login_sessions.c.token_digest == sa.bindparam("token_digest")
+)
+_TOKEN_WITH_USER = _with_holder(t.api_tokens, t.api_tokens.c.prefix == sa.bindparam("prefix"))
 
 
 def _user_values(user: User) -> dict[str, Any]:
@@ -60,6 +77,17 @@ class SqlUserRepository(SqlRepository):
         await self._conn.execute(t.users.update().where(t.users.c.id == user.id).values(**values))
 
 
+def _session(row: sa.Row[Any]) -> LoginSession:
+    return LoginSession(
+        id=row.id,
+        token_digest=row.token_digest,
+        user_id=UserId(row.user_id),
+        csrf_token=row.csrf_token,
+        created_at=row.created_at,
+        expires_at=row.expires_at,
+    )
+
+
 class SqlSessionRepository(SqlRepository):
     async def add(self, session: LoginSession) -> None:
         await self._conn.execute(
@@ -73,20 +101,9 @@ class SqlSessionRepository(SqlRepository):
             )
         )
 
-    async def get_by_digest(self, token_digest: str) -> LoginSession | None:
-        row = await self._one(
-            sa.select(t.login_sessions).where(t.login_sessions.c.token_digest == token_digest)
-        )
-        if row is None:
-            return None
-        return LoginSession(
-            id=row.id,
-            token_digest=row.token_digest,
-            user_id=UserId(row.user_id),
-            csrf_token=row.csrf_token,
-            created_at=row.created_at,
-            expires_at=row.expires_at,
-        )
+    async def get_with_user(self, token_digest: str) -> tuple[LoginSession, User] | None:
+        row = (await self._conn.execute(_SESSION_WITH_USER, {"token_digest": token_digest})).first()
+        return (_session(row), _user(row, "holder_")) if row else None
 
     async def delete(self, session_id: str) -> None:
         await self._conn.execute(
@@ -138,9 +155,9 @@ class SqlApiTokenRepository(SqlRepository):
         row = await self._one(sa.select(t.api_tokens).where(t.api_tokens.c.id == token_id))
         return _token(row) if row else None
 
-    async def get_by_prefix(self, prefix: str) -> ApiToken | None:
-        row = await self._one(sa.select(t.api_tokens).where(t.api_tokens.c.prefix == prefix))
-        return _token(row) if row else None
+    async def get_with_user(self, prefix: str) -> tuple[ApiToken, User] | None:
+        row = (await self._conn.execute(_TOKEN_WITH_USER, {"prefix": prefix})).first()
+        return (_token(row), _user(row, "holder_")) if row else None
 
     async def list_for_user(self, user_id: UserId) -> list[ApiToken]:
         rows = await self._all(
@@ -149,6 +166,11 @@ class SqlApiTokenRepository(SqlRepository):
             .order_by(t.api_tokens.c.created_at, t.api_tokens.c.id)
         )
         return [_token(r) for r in rows]
+
+    async def touch(self, token_id: ApiTokenId, when: datetime) -> None:
+        await self._conn.execute(
+            t.api_tokens.update().where(t.api_tokens.c.id == token_id).values(last_used_at=when)
+        )
 
     async def update(self, token: ApiToken) -> None:
         await self._conn.execute(

@@ -15,6 +15,7 @@ from viarah.adapters.db import identity as i
 from viarah.adapters.db import notifications as n
 from viarah.adapters.db import orgs as o
 from viarah.adapters.db import tables as t
+from viarah.adapters.db.engine import read_only_options
 from viarah.domain.shared.clock import Clock
 from viarah.domain.shared.errors import Unavailable
 from viarah.domain.shared.ids import new_id
@@ -56,12 +57,22 @@ class SqlUnitOfWork:
         self._clock = clock
         self._on_jobs_committed = on_jobs_committed
         self._conn: AsyncConnection | None = None
+        self._read_only = False
         self.outbox = SqlOutbox()
+
+    def read_only(self) -> Self:
+        """Only reads: no transaction on PostgreSQL (one round trip per read); commit()
+        is refused. Call before ``async with``."""
+        self._read_only = True
+        return self
 
     async def __aenter__(self) -> Self:
         try:
             self._conn = await self._engine.connect()
-            await self._conn.begin()
+            if self._read_only:  # the first read begins (SQLite) or runs on its own (PG)
+                await self._conn.execution_options(**read_only_options(self._engine))
+            else:
+                await self._conn.begin()
         except Exception as exc:
             if self._conn is not None:
                 await self._conn.close()
@@ -114,6 +125,7 @@ class SqlUnitOfWork:
 
     async def commit(self) -> None:
         assert self._conn is not None, "commit outside 'async with'"
+        assert not self._read_only, "commit in a read-only unit of work"
         jobs, self.outbox.pending = self.outbox.pending, []
         if jobs:
             now = self._clock.now()

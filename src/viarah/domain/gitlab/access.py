@@ -26,8 +26,16 @@ async def require_manager(uow: GitLabUnitOfWork, actor: Actor, org_id: str) -> N
 
 
 async def require_task(uow: GitLabUnitOfWork, actor: Actor, org_id: str, task_id: str) -> None:
-    await require_member(uow, actor, org_id)
-    if not is_valid_id(task_id) or not await uow.org_access.task_exists(
-        OrgId(org_id), TaskId(task_id)
-    ):
+    """The actor is a member and the task is in the org; NotFound (org first) otherwise."""
+    if not is_valid_id(task_id):
+        await require_member(uow, actor, org_id)
+        raise NotFound("task not found")
+    role, task_found = (
+        await uow.org_access.role_and_task(OrgId(org_id), actor.user_id, TaskId(task_id))
+        if is_valid_id(org_id)
+        else (None, False)
+    )
+    if role is None:
+        raise NotFound("organization not found")
+    if not task_found:
         raise NotFound("task not found")

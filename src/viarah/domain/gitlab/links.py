@@ -86,7 +86,7 @@ class GitLabLinks:
     async def list_links(self, actor: Actor, org_id: str, task_id: str) -> list[LinkView]:
         """The task's links with their cached metadata; stale ones get a refresh queued."""
         now = self._clock.now()
-        async with self._uow() as uow:
+        async with self._uow().read_only() as uow:
             await require_task(uow, actor, org_id, task_id)
             links = await uow.gitlab_links.list_for_task(OrgId(org_id), TaskId(task_id))
         views = [LinkView(link, link.sync(now, self._ttl)) for link in links]

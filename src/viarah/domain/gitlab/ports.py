@@ -24,7 +24,12 @@ class OrgAccess(Protocol):
         """``admin``/``pm``/``member``, or None for a non-member."""
         ...
 
-    async def task_exists(self, org_id: OrgId, task_id: TaskId) -> bool: ...
+    async def role_and_task(
+        self, org_id: OrgId, user_id: UserId, task_id: TaskId
+    ) -> tuple[str | None, bool]:
+        """The user's role (as :meth:`role_of`) and whether the task belongs to the org,
+        in one lookup (every task route asks both); the flag is False for a non-member."""
+        ...
 
     async def admins(self, org_id: OrgId) -> list[UserId]: ...
 

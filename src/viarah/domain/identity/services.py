@@ -127,12 +127,10 @@ class Authentication:
     async def from_session(self, cookie_value: str) -> tuple[Actor, LoginSession]:
         """The actor behind a session cookie, and the session (for its CSRF token)."""
         now = self._clock.now()
-        async with self._uow() as uow:
-            session = await uow.sessions.get_by_digest(digest(cookie_value))
-            if session is None or not session.is_live(now):
-                raise Unauthenticated("session expired or invalid; log in again")
-            user = await uow.users.get(session.user_id)
-        if user is None or not user.is_active:
+        async with self._uow().read_only() as uow:
+            found = await uow.sessions.get_with_user(digest(cookie_value))
+        session, user = found if found is not None else (None, None)
+        if session is None or user is None or not session.is_live(now) or not user.is_active:
             raise Unauthenticated("session expired or invalid; log in again")
         actor = Actor(user_id=user.id, platform_role=user.platform_role, session_id=session.id)
         return actor, session
@@ -144,18 +142,19 @@ class Authentication:
             raise Unauthenticated("malformed API token")
         prefix, secret = parts
         now = self._clock.now()
-        async with self._uow() as uow:
-            token = await uow.api_tokens.get_by_prefix(prefix)
-            if token is None or not token.secret_matches(secret):
-                raise Unauthenticated("invalid API token")
-            if not token.is_usable(now):
-                raise Unauthenticated("API token expired or revoked")
-            user = await uow.users.get(token.user_id)
-            if user is None or not user.is_active:
-                raise Unauthenticated("invalid API token")
-            touched = token.used(now)
-            if touched is not None:
-                await uow.api_tokens.update(touched)
+        async with self._uow().read_only() as uow:
+            found = await uow.api_tokens.get_with_user(prefix)
+        token, user = found if found is not None else (None, None)
+        if token is None or user is None or not token.secret_matches(secret):
+            raise Unauthenticated("invalid API token")
+        if not token.is_usable(now):
+            raise Unauthenticated("API token expired or revoked")
+        if not user.is_active:
+            raise Unauthenticated("invalid API token")
+        touched = token.used(now)
+        if touched is not None:  # at most once per LAST_USED_RESOLUTION
+            async with self._uow() as uow:
+                await uow.api_tokens.touch(touched.id, now)
                 await uow.commit()
         return Actor(
             user_id=user.id,

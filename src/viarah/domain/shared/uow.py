@@ -17,6 +17,12 @@ class UnitOfWork(Protocol):
 
     outbox: Outbox
 
+    def read_only(self) -> Self:
+        """Declare (before ``async with``) that this unit of work only reads: the adapter
+        may run each read on its own, seeing what was committed when it ran, and
+        refuses ``commit()``."""
+        ...
+
     async def __aenter__(self) -> Self: ...
 
     async def __aexit__(
