@@ -12,6 +12,7 @@ import pytest
 
 from tests.fakes import (
     FakeGitLab,
+    FakeLinks,
     FakeKeyedHasher,
     FakeSecretBox,
     FakeUnitOfWork,
@@ -279,6 +280,29 @@ async def test_stale_read_queues_one_refresh_per_object(gl: GitLabApp) -> None:
     assert view.sync.stale
     for _ in range(3):
         await gl.links.list_links(gl.member, gl.org_id, gl.task_id)
+    assert len(gl.jobs(REFRESH_JOB)) == 1
+
+
+async def test_reads_of_a_stale_link_whose_refresh_is_pending_take_no_lock(
+    gl: GitLabApp, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await configured(gl)
+    gl.gitlab.put("g/p", "issue", 1, "opened")
+    await gl.links.link(gl.member, gl.org_id, gl.task_id, f"{BASE}/g/p/-/issues/1")
+    await gl.run_refresh_jobs()
+    gl.app.clock.advance(hours=2)
+    requests: list[object] = []
+    original = FakeLinks.request_refresh
+
+    async def counted(self: FakeLinks, *args: Any, **kwargs: Any) -> bool:
+        requests.append(args)
+        return await original(self, *args, **kwargs)
+
+    monkeypatch.setattr(FakeLinks, "request_refresh", counted)
+    for _ in range(3):
+        (view,) = await gl.links.list_links(gl.member, gl.org_id, gl.task_id)
+        assert view.sync.stale
+    assert len(requests) == 1  # the first read queued it; the others saw it pending
     assert len(gl.jobs(REFRESH_JOB)) == 1
 
 

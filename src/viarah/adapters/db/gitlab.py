@@ -12,7 +12,6 @@ from viarah.adapters.db import tables as t
 from viarah.adapters.db.base import SqlRepository
 from viarah.domain.gitlab.client import Assignee
 from viarah.domain.gitlab.model import (
-    REFRESH_PENDING_TIMEOUT,
     AuditEvent,
     DeliveryStatus,
     GitLabIntegration,
@@ -20,6 +19,7 @@ from viarah.domain.gitlab.model import (
     LinkSnapshot,
     TokenStatus,
     WebhookDelivery,
+    refresh_wanted,
 )
 from viarah.domain.gitlab.urls import ObjectKind
 from viarah.domain.shared.ids import OrgId, TaskId, UserId
@@ -214,19 +214,11 @@ class SqlLinkRepository(SqlRepository):
             .order_by(_l.id)
             .with_for_update()
         )
-        if not rows:
+        if not rows or not all(
+            refresh_wanted(row.refresh_requested_at, row.last_attempt_at, now, min_attempt_interval)
+            for row in rows
+        ):
             return False
-        for row in rows:
-            pending = row.refresh_requested_at
-            if pending is not None and pending > now - REFRESH_PENDING_TIMEOUT:
-                return False
-            last = row.last_attempt_at
-            if (
-                min_attempt_interval is not None
-                and last is not None
-                and last > now - min_attempt_interval
-            ):
-                return False
         await self._conn.execute(
             t.gitlab_links.update().where(_object(org_id, key)).values(refresh_requested_at=now)
         )

@@ -20,6 +20,7 @@ from viarah.domain.gitlab.model import (
     SyncView,
     TokenStatus,
     link_for,
+    refresh_wanted,
 )
 from viarah.domain.gitlab.ports import GitLabUnitOfWork
 from viarah.domain.gitlab.urls import GitLabRef, ObjectKind, parse_gitlab_url
@@ -90,7 +91,18 @@ class GitLabLinks:
             await require_task(uow, actor, org_id, task_id)
             links = await uow.gitlab_links.list_for_task(OrgId(org_id), TaskId(task_id))
         views = [LinkView(link, link.sync(now, self._ttl)) for link in links]
-        stale = {v.link.ref_key for v in views if v.sync.stale and not v.sync.rate_limited}
+        # Only objects that may want a refresh by what was just read; the lock-taking
+        # check in _queue_refreshes decides. A stale task page stays one cheap read while
+        # its refresh is pending (instead of a locking query per link on every read).
+        stale = {
+            v.link.ref_key
+            for v in views
+            if v.sync.stale
+            and not v.sync.rate_limited
+            and refresh_wanted(
+                v.link.refresh_requested_at, v.link.last_attempt_at, now, MIN_REFRESH_INTERVAL
+            )
+        }
         if stale:
             await self._queue_refreshes(OrgId(org_id), stale)
         return views

@@ -22,6 +22,23 @@ AUTH_FAILED_EVENT = "gitlab_integration.auth_failed"
 TOKEN_EXPIRING_EVENT = "gitlab_integration.token_expiring"
 
 
+def refresh_wanted(
+    requested_at: datetime | None,
+    last_attempt_at: datetime | None,
+    now: datetime,
+    min_attempt_interval: timedelta | None,
+) -> bool:
+    """Whether a link may have a refresh queued: none is pending (or the pending one is
+    presumed lost), and with ``min_attempt_interval`` the last attempt is older."""
+    if requested_at is not None and requested_at > now - REFRESH_PENDING_TIMEOUT:
+        return False
+    return not (
+        min_attempt_interval is not None
+        and last_attempt_at is not None
+        and last_attempt_at > now - min_attempt_interval
+    )
+
+
 class TokenStatus(StrEnum):
     UNKNOWN = "unknown"  # stored, not yet checked (or GitLab unreachable when checked)
     VALID = "valid"
