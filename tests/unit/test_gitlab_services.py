@@ -12,8 +12,8 @@ import pytest
 
 from tests.fakes import (
     FakeGitLab,
-    FakeLinks,
     FakeKeyedHasher,
+    FakeLinks,
     FakeSecretBox,
     FakeUnitOfWork,
 )
