@@ -30,7 +30,8 @@ from viarah.adapters.gitlab.http import HttpxGitLabClient
 from viarah.adapters.metrics.prometheus import MetricsServer as MetricsServer  # for the worker
 from viarah.adapters.metrics.prometheus import PrometheusTelemetry
 from viarah.adapters.outbound.clients import GuardedHttpClients
-from viarah.adapters.push.transport import PUSH_LIMITS
+from viarah.adapters.outbound.http11 import GuardedHttp11Clients
+from viarah.adapters.push.transport import PUSH_MAX_CONNECTIONS
 from viarah.adapters.push.transport import USER_AGENT as PUSH_USER_AGENT
 from viarah.adapters.push.webpush import WebPushSender
 from viarah.adapters.queue.dramatiq import (
@@ -227,9 +228,13 @@ class Container(containers.DeclarativeContainer):
     )
     notification_preferences = providers.Factory(NotificationPreferences, uow=uow.provider)
     notifier = providers.Factory(Notifier, uow=uow.provider, clock=clock)
-    #: Push gets its own guarded pool (sized for fan-out), apart from GitLab calls.
+    #: Push gets its own guarded pool: a lean HTTP/1.1 keep-alive client sized for fan-out
+    #: (httpx's pool bookkeeping cost more CPU per message than the encryption).
     push_http = providers.ThreadSafeSingleton(
-        GuardedHttpClients, outbound_policy, limits=PUSH_LIMITS, user_agent=PUSH_USER_AGENT
+        GuardedHttp11Clients,
+        outbound_policy,
+        max_connections=PUSH_MAX_CONNECTIONS,
+        user_agent=PUSH_USER_AGENT,
     )
     push_sender = providers.ThreadSafeSingleton(
         WebPushSender,

@@ -13,7 +13,7 @@ from viarah.domain.notifications.model import (
     PushDelivery,
     PushSubscription,
 )
-from viarah.domain.notifications.ports import TaskAudience
+from viarah.domain.notifications.ports import GiveUp, RetryLater, TaskAudience
 from viarah.domain.notifications.push import PushMessage, PushResult, PushTarget
 from viarah.domain.shared.ids import OrgId, TaskId, UserId
 
@@ -43,18 +43,23 @@ class FakeSubscriptions(_Repo):
     async def delete(self, subscription_id: str) -> None:
         self.db.subscriptions.pop(subscription_id, None)
 
-    async def record_outcome(
-        self, subscription_id: str, now: datetime, *, ok: bool, reason: str | None
+    async def delete_many(self, subscription_ids: list[str]) -> None:
+        for subscription_id in subscription_ids:
+            self.db.subscriptions.pop(subscription_id, None)
+
+    async def record_outcomes(
+        self, now: datetime, *, succeeded: list[str], failed: list[tuple[str, str]]
     ) -> None:
-        sub = self.db.subscriptions.get(subscription_id)
-        if sub is None:
-            return
-        if ok:
-            self.db.subscriptions[sub.id] = replace(sub, last_success_at=now)
-        else:
-            self.db.subscriptions[sub.id] = replace(
-                sub, last_failure_at=now, last_failure_reason=reason
-            )
+        for subscription_id in succeeded:
+            sub = self.db.subscriptions.get(subscription_id)
+            if sub is not None:
+                self.db.subscriptions[sub.id] = replace(sub, last_success_at=now)
+        for subscription_id, reason in failed:
+            sub = self.db.subscriptions.get(subscription_id)
+            if sub is not None:
+                self.db.subscriptions[sub.id] = replace(
+                    sub, last_failure_at=now, last_failure_reason=reason
+                )
 
 
 class FakePreferences(_Repo):
@@ -130,29 +135,27 @@ class FakePushDeliveries(_Repo):
                 last_status=status,
             )
 
-    async def mark_retry(
-        self, delivery_id: str, next_attempt_at: datetime, status: int, error: str
-    ) -> None:
-        d = self.db.push_deliveries[delivery_id]
-        self.db.push_deliveries[delivery_id] = replace(
-            d,
-            attempts=d.attempts + 1,
-            next_attempt_at=next_attempt_at,
-            last_status=status,
-            last_error=error,
-        )
+    async def mark_retry(self, retries: list[RetryLater]) -> None:
+        for r in retries:
+            d = self.db.push_deliveries[r.delivery_id]
+            self.db.push_deliveries[r.delivery_id] = replace(
+                d,
+                attempts=d.attempts + 1,
+                next_attempt_at=r.next_attempt_at,
+                last_status=r.status,
+                last_error=r.error,
+            )
 
-    async def mark_final(
-        self, delivery_id: str, state: str, now: datetime, status: int, error: str
-    ) -> None:
-        d = self.db.push_deliveries[delivery_id]
-        self.db.push_deliveries[delivery_id] = replace(
-            d,
-            status=DeliveryState(state),
-            attempts=d.attempts + 1,
-            last_status=status,
-            last_error=error,
-        )
+    async def mark_final(self, outcomes: list[GiveUp]) -> None:
+        for o in outcomes:
+            d = self.db.push_deliveries[o.delivery_id]
+            self.db.push_deliveries[o.delivery_id] = replace(
+                d,
+                status=DeliveryState(o.state),
+                attempts=d.attempts + 1,
+                last_status=o.status,
+                last_error=o.error,
+            )
 
     async def counts(self, notification_id: str) -> dict[str, int]:
         return dict(

@@ -11,6 +11,7 @@ from tests.fakes import FakePushSender, FakeUnitOfWork
 from tests.unit.conftest import App
 from viarah.domain.notifications.delivery import (
     DELIVER_JOB,
+    DELIVERY_LEASE,
     MAX_DELIVERY_ATTEMPTS,
     Notifier,
     PushDispatcher,
@@ -25,7 +26,7 @@ from viarah.domain.notifications.model import (
     Preference,
     PushSubscription,
 )
-from viarah.domain.notifications.push import PushResult
+from viarah.domain.notifications.push import PushMessage, PushResult, PushTarget
 from viarah.domain.notifications.services import (
     NotificationPreferences,
     PushSubscriptions,
@@ -320,3 +321,70 @@ async def test_oversized_payload_is_refused_before_sending(n: N) -> None:
     huge = replace(fan.notification, body="x" * 5000)
     with pytest.raises(InvalidInput, match="3993"):
         payload_for(huge)
+
+
+class SlowPushService(FakePushSender):
+    """Every answer takes ``seconds`` of the app's clock (a push service that crawls)."""
+
+    def __init__(self, app: App, seconds: float) -> None:
+        super().__init__()
+        self._app = app
+        self._seconds = seconds
+
+    async def send(self, target: PushTarget, message: PushMessage) -> PushResult:
+        self._app.clock.advance(seconds=self._seconds)
+        return await super().send(target, message)
+
+
+async def test_no_send_starts_after_the_lease_margin_and_the_rest_follows_later(n: N) -> None:
+    for name in ("b0", "b1", "b2", "b3", "b4"):
+        await n.browser(n.watcher, name)
+    slow = SlowPushService(n.app, seconds=40)
+    dispatcher = PushDispatcher(
+        lambda: FakeUnitOfWork(n.app.db), n.app.clock, slow, concurrency=1, jitter=lambda: 0.5
+    )
+    claimed_at = n.app.clock.now()
+    fan = await n.notifier.notify(n.event())
+    assert fan.notification is not None
+
+    await dispatcher.deliver(fan.notification.id)
+
+    # 2 min lease, no start in its last 30 s: sends start at +0, +40 s, +80 s; not +120 s.
+    assert len(slow.sent) == 3
+    pending = [d for d in n.app.db.push_deliveries.values() if d.status is DeliveryState.PENDING]
+    assert len(pending) == 2
+    assert all(d.attempts == 0 for d in pending)
+    follow_up = [j for j in n.app.db.jobs if j.name == DELIVER_JOB][-1]
+    assert follow_up.not_before == claimed_at + DELIVERY_LEASE  # due again when it ends
+
+    n.app.clock.current = follow_up.not_before
+    await dispatcher.deliver(fan.notification.id)
+    assert len(slow.sent) == 5
+    assert len({t.endpoint for t, _ in slow.sent}) == 5  # nobody got it twice
+
+
+async def test_outcomes_of_a_mixed_batch_are_recorded_per_subscription(n: N) -> None:
+    names = ["ok", "gone", "busy", "bad"]
+    ids = {name: await n.browser(n.watcher, name) for name in names}
+    n.sender.script["https://push.example.com/gone"] = [PushResult(410)]
+    n.sender.script["https://push.example.com/busy"] = [PushResult(503, reason="busy")]
+    n.sender.script["https://push.example.com/bad"] = [PushResult(400, reason="rejected: no")]
+    fan = await n.notifier.notify(n.event())
+    assert fan.notification is not None
+
+    counts = await n.dispatcher.deliver(fan.notification.id)
+
+    assert counts == {"sent": 1, "gone": 1, "retry": 1, "failed": 1}
+    subs = n.app.db.subscriptions
+    assert ids["gone"] not in subs
+    assert subs[ids["ok"]].last_success_at == n.app.clock.now()
+    assert subs[ids["ok"]].last_failure_at is None
+    assert subs[ids["busy"]].last_failure_reason == "busy"
+    assert subs[ids["bad"]].last_failure_reason == "rejected: no"
+    by_sub = {d.subscription_id: d for d in n.app.db.push_deliveries.values()}
+    assert by_sub[ids["busy"]].status is DeliveryState.PENDING
+    assert by_sub[ids["busy"]].attempts == 1
+    assert by_sub[ids["busy"]].last_status == 503
+    assert by_sub[ids["bad"]].status is DeliveryState.FAILED
+    assert by_sub[ids["gone"]].status is DeliveryState.GONE
+    assert by_sub[ids["ok"]].status is DeliveryState.SENT

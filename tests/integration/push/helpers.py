@@ -6,12 +6,10 @@ import socket
 import ssl
 from typing import Any
 
-import httpx
-
 from tests.fakes import FakeClock
-from viarah.adapters.outbound.clients import GuardedHttpClients
+from viarah.adapters.outbound.http11 import GuardedHttp11Clients
 from viarah.adapters.push import WebPushSender
-from viarah.adapters.push.transport import PUSH_LIMITS
+from viarah.adapters.push.transport import PUSH_MAX_CONNECTIONS
 from viarah.domain.notifications.push import PushTarget
 from viarah.domain.shared.outbound import OutboundPolicy
 
@@ -53,10 +51,11 @@ def make_sender(
     Its HTTP client is the same guarded client the container gives it in production.
     """
     policy = OutboundPolicy(allowlist)
-    http = GuardedHttpClients(
+    http = GuardedHttp11Clients(
         policy,
-        timeout=httpx.Timeout(read_timeout, connect=1.0),
-        limits=PUSH_LIMITS,
+        connect_timeout=1.0,
+        read_timeout=read_timeout,
+        max_connections=PUSH_MAX_CONNECTIONS,
         resolver=resolver,
         ssl_context=ssl_context,
     )

@@ -12,7 +12,7 @@ from tests.fakes import FakeClock
 from tests.gitlab_fake import self_signed_tls
 from tests.integration.push.helpers import SUBJECT, FakeResolver, make_sender, target_of
 from tests.push_fake import FakePushService
-from viarah.adapters.outbound.clients import GuardedHttpClients
+from viarah.adapters.outbound.http11 import GuardedHttp11Clients
 from viarah.adapters.push import WebPushSender
 from viarah.domain.notifications.push import (
     DEFAULT_TTL_SECONDS,
@@ -151,7 +151,7 @@ async def test_push_is_disabled_when_any_vapid_setting_is_missing(
 ) -> None:
     public, private = vapid_pair
     for args in ((public, private, ""), ("", private, SUBJECT), (public, "", SUBJECT)):
-        http = GuardedHttpClients(OutboundPolicy(["127.0.0.1"]))
+        http = GuardedHttp11Clients(OutboundPolicy(["127.0.0.1"]))
         sender = WebPushSender(*args, http=http, outbound_allowlist=("127.0.0.1",))
         sub = push_service.new_subscription()
         result = await sender.send(target_of(sub), PushMessage(b"x"))
@@ -175,7 +175,7 @@ def test_mismatched_or_malformed_vapid_settings_fail_at_construction(
     ]
     for args, why in cases:
         with pytest.raises(ValueError, match=why) as caught:
-            WebPushSender(*args, http=GuardedHttpClients(OutboundPolicy()))
+            WebPushSender(*args, http=GuardedHttp11Clients(OutboundPolicy()))
         assert private not in str(caught.value)
         assert private[:-4] not in str(caught.value)
 

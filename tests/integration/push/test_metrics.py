@@ -4,16 +4,14 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-import httpx
 import pytest
 
 from tests.fakes import FakeClock
 from tests.integration.push.helpers import LOOPBACK, SUBJECT, FakeResolver, target_of
 from tests.push_fake import Answer, FakePushService
 from viarah.adapters.metrics.prometheus import PrometheusTelemetry
-from viarah.adapters.outbound.clients import GuardedHttpClients
+from viarah.adapters.outbound.http11 import GuardedHttp11Clients
 from viarah.adapters.push import WebPushSender
-from viarah.adapters.push.transport import PUSH_LIMITS
 from viarah.domain.notifications.push import PushMessage, PushTarget
 from viarah.domain.shared.outbound import OutboundPolicy
 
@@ -30,11 +28,8 @@ async def sender(
     resolver: FakeResolver,
     telemetry: PrometheusTelemetry,
 ) -> AsyncIterator[WebPushSender]:
-    http = GuardedHttpClients(
-        OutboundPolicy(LOOPBACK),
-        timeout=httpx.Timeout(1.0, connect=1.0),
-        limits=PUSH_LIMITS,
-        resolver=resolver,
+    http = GuardedHttp11Clients(
+        OutboundPolicy(LOOPBACK), connect_timeout=1.0, read_timeout=1.0, resolver=resolver
     )
     sender = WebPushSender(
         *vapid_pair,

@@ -16,7 +16,7 @@ from viarah.domain.notifications.model import (
     PushDelivery,
     PushSubscription,
 )
-from viarah.domain.notifications.ports import TaskAudience
+from viarah.domain.notifications.ports import GiveUp, RetryLater, TaskAudience
 from viarah.domain.shared.errors import Conflict
 from viarah.domain.shared.ids import OrgId, UserId
 
@@ -24,6 +24,14 @@ _s = t.push_subscriptions.c
 _p = t.notification_preferences.c
 _n = t.notifications.c
 _d = t.push_deliveries.c
+
+
+#: Ids per ``IN (...)`` list: well under SQLite's and PostgreSQL's parameter limits.
+_CHUNK = 500
+
+
+def _chunks(ids: list[str]) -> list[list[str]]:
+    return [ids[i : i + _CHUNK] for i in range(0, len(ids), _CHUNK)]
 
 
 def endpoint_digest(endpoint: str) -> str:
@@ -111,17 +119,27 @@ class SqlSubscriptionRepository(SqlRepository):
     async def delete(self, subscription_id: str) -> None:
         await self._conn.execute(t.push_subscriptions.delete().where(_s.id == subscription_id))
 
-    async def record_outcome(
-        self, subscription_id: str, now: datetime, *, ok: bool, reason: str | None
+    async def delete_many(self, subscription_ids: list[str]) -> None:
+        for chunk in _chunks(subscription_ids):
+            await self._conn.execute(t.push_subscriptions.delete().where(_s.id.in_(chunk)))
+
+    async def record_outcomes(
+        self, now: datetime, *, succeeded: list[str], failed: list[tuple[str, str]]
     ) -> None:
-        values: dict[str, Any] = (
-            {"last_success_at": now}
-            if ok
-            else {"last_failure_at": now, "last_failure_reason": (reason or "")[:300]}
-        )
-        await self._conn.execute(
-            t.push_subscriptions.update().where(_s.id == subscription_id).values(**values)
-        )
+        for chunk in _chunks(succeeded):
+            await self._conn.execute(
+                t.push_subscriptions.update().where(_s.id.in_(chunk)).values(last_success_at=now)
+            )
+        by_reason: dict[str, list[str]] = {}
+        for subscription_id, reason in failed:
+            by_reason.setdefault(reason[:300], []).append(subscription_id)
+        for reason, ids in by_reason.items():  # usually one reason for a whole batch
+            for chunk in _chunks(ids):
+                await self._conn.execute(
+                    t.push_subscriptions.update()
+                    .where(_s.id.in_(chunk))
+                    .values(last_failure_at=now, last_failure_reason=reason)
+                )
 
 
 class SqlPreferenceRepository(SqlRepository):
@@ -224,6 +242,72 @@ def _delivery(row: sa.Row[Any]) -> PushDelivery:
     )
 
 
+#: What a claim returns, in this order (see :func:`_claimed`).
+_CLAIMED = (
+    _d.id,
+    _d.notification_id,
+    _d.subscription_id,
+    _d.status,
+    _d.attempts,
+    _d.last_status,
+    _d.last_error,
+    _d.sent_at,
+    _s.user_id,
+    _s.endpoint,
+    _s.p256dh,
+    _s.auth,
+    _s.expiration_time,
+    _s.user_agent,
+    _s.created_at,
+    _s.updated_at,
+)
+
+
+def _claimed(row: sa.Row[Any], lease_until: datetime) -> tuple[PushDelivery, PushSubscription]:
+    """A delivery (due again at ``lease_until``) and its subscription from a claim's row."""
+    (
+        id_,
+        notification_id,
+        subscription_id,
+        status,
+        attempts,
+        last_status,
+        last_error,
+        sent_at,
+        user_id,
+        endpoint,
+        p256dh,
+        auth,
+        expiration_time,
+        user_agent,
+        created_at,
+        updated_at,
+    ) = tuple(row)
+    delivery = PushDelivery(
+        id=id_,
+        notification_id=notification_id,
+        subscription_id=subscription_id,
+        status=DeliveryState(status),
+        attempts=attempts,
+        next_attempt_at=lease_until,
+        last_status=last_status,
+        last_error=last_error,
+        sent_at=sent_at,
+    )
+    subscription = PushSubscription(
+        id=subscription_id,
+        user_id=UserId(user_id),
+        endpoint=endpoint,
+        p256dh=p256dh,
+        auth=auth,
+        expiration_time=expiration_time,
+        user_agent=user_agent,
+        created_at=created_at,
+        updated_at=updated_at,
+    )
+    return delivery, subscription
+
+
 class SqlPushDeliveryRepository(SqlRepository):
     async def add_many(self, deliveries: list[PushDelivery]) -> int:
         if not deliveries:
@@ -259,42 +343,45 @@ class SqlPushDeliveryRepository(SqlRepository):
     async def claim_due(
         self, notification_id: str, now: datetime, lease_until: datetime, limit: int
     ) -> list[tuple[PushDelivery, PushSubscription]]:
-        query = (
-            sa.select(t.push_deliveries, t.push_subscriptions)
-            .join(t.push_subscriptions, _s.id == _d.subscription_id)
-            .where(
-                _d.notification_id == notification_id,
-                _d.status == DeliveryState.PENDING.value,
-                _d.next_attempt_at <= now,
-            )
-            .order_by(_d.id)
-            .limit(limit)
-            .with_for_update(of=t.push_deliveries, skip_locked=True)
+        due = (
+            _d.notification_id == notification_id,
+            _d.status == DeliveryState.PENDING.value,
+            _d.next_attempt_at <= now,
         )
-        rows = await self._all(query)
-        if not rows:
-            return []
-        ids = [r.id for r in rows]
-        await self._conn.execute(
-            t.push_deliveries.update().where(_d.id.in_(ids)).values(next_attempt_at=lease_until)
-        )
-        pairs = []
-        for row in rows:
-            mapping = row._mapping
-            delivery = _delivery(row)
-            subscription = PushSubscription(
-                id=mapping[_s.id],
-                user_id=UserId(mapping[_s.user_id]),
-                endpoint=mapping[_s.endpoint],
-                p256dh=mapping[_s.p256dh],
-                auth=mapping[_s.auth],
-                expiration_time=mapping[_s.expiration_time],
-                user_agent=mapping[_s.user_agent],
-                created_at=mapping[_s.created_at],
-                updated_at=mapping[_s.updated_at],
+        if self._conn.dialect.name == "postgresql":
+            # One round trip: lock the due rows (skipping rows another dispatcher holds),
+            # move their next attempt to the lease's end and return them with their
+            # subscriptions. SQLite cannot RETURNING another table's columns.
+            locked = (
+                sa.select(_d.id)
+                .join(t.push_subscriptions, _s.id == _d.subscription_id)
+                .where(*due)
+                .order_by(_d.id)
+                .limit(limit)
+                .with_for_update(of=t.push_deliveries, skip_locked=True)
             )
-            pairs.append((delivery, subscription))
-        return pairs
+            claimed = await self._conn.execute(
+                t.push_deliveries.update()
+                .where(_d.id.in_(locked), _s.id == _d.subscription_id)
+                .values(next_attempt_at=lease_until)
+                .returning(*_CLAIMED)
+            )
+            rows = sorted(claimed.all(), key=lambda r: str(r[0]))
+        else:
+            rows = await self._all(
+                sa.select(*_CLAIMED)
+                .join(t.push_subscriptions, _s.id == _d.subscription_id)
+                .where(*due)
+                .order_by(_d.id)
+                .limit(limit)
+            )
+            if rows:
+                await self._conn.execute(
+                    t.push_deliveries.update()
+                    .where(_d.id.in_([r[0] for r in rows]))
+                    .values(next_attempt_at=lease_until)
+                )
+        return [_claimed(row, lease_until) for row in rows]
 
     async def next_pending_at(self, notification_id: str) -> datetime | None:
         query = (
@@ -318,32 +405,50 @@ class SqlPushDeliveryRepository(SqlRepository):
             )
         )
 
-    async def mark_retry(
-        self, delivery_id: str, next_attempt_at: datetime, status: int, error: str
-    ) -> None:
-        await self._conn.execute(
+    async def mark_retry(self, retries: list[RetryLater]) -> None:
+        if not retries:
+            return
+        await self._conn.execute(  # one statement, executed for each row (executemany)
             t.push_deliveries.update()
-            .where(_d.id == delivery_id)
+            .where(_d.id == sa.bindparam("b_id"))
             .values(
                 attempts=_d.attempts + 1,
-                next_attempt_at=next_attempt_at,
-                last_status=status,
-                last_error=error[:300],
-            )
+                next_attempt_at=sa.bindparam("b_next", type_=t.UTCDateTime()),
+                last_status=sa.bindparam("b_status"),
+                last_error=sa.bindparam("b_error"),
+            ),
+            [
+                {
+                    "b_id": r.delivery_id,
+                    "b_next": r.next_attempt_at,
+                    "b_status": r.status,
+                    "b_error": r.error[:300],
+                }
+                for r in retries
+            ],
         )
 
-    async def mark_final(
-        self, delivery_id: str, state: str, now: datetime, status: int, error: str
-    ) -> None:
+    async def mark_final(self, outcomes: list[GiveUp]) -> None:
+        if not outcomes:
+            return
         await self._conn.execute(
             t.push_deliveries.update()
-            .where(_d.id == delivery_id)
+            .where(_d.id == sa.bindparam("b_id"))
             .values(
-                status=DeliveryState(state).value,
+                status=sa.bindparam("b_state"),
                 attempts=_d.attempts + 1,
-                last_status=status,
-                last_error=error[:300],
-            )
+                last_status=sa.bindparam("b_status"),
+                last_error=sa.bindparam("b_error"),
+            ),
+            [
+                {
+                    "b_id": o.delivery_id,
+                    "b_state": DeliveryState(o.state).value,
+                    "b_status": o.status,
+                    "b_error": o.error[:300],
+                }
+                for o in outcomes
+            ],
         )
 
     async def counts(self, notification_id: str) -> dict[str, int]:

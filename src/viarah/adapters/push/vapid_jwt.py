@@ -132,12 +132,15 @@ class VapidSigner:
 
     def authorization(self, origin: str) -> str:
         """The cached ``vapid t=..., k=...`` header for ``origin``, re-signed when less
-        than ``renew_before`` of its validity remains."""
+        than ``renew_before`` of its validity remains. Beyond ``max_origins`` the origin
+        signed longest ago is forgotten."""
         now = int(self._clock.now().timestamp())
+        cached = self._cache.get(origin)  # the common case, without the lock
+        if cached is not None and cached.expires_at - now > self._renew_before:
+            return cached.header
         with self._lock:
             cached = self._cache.get(origin)
             if cached is not None and cached.expires_at - now > self._renew_before:
-                self._cache.move_to_end(origin)
                 return cached.header
             header = self._header(origin, now)
             self._cache[origin] = _Cached(header, now + self._lifetime)

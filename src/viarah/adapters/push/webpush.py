@@ -2,7 +2,8 @@
 
 One ``send`` = check the message (ValueError for a caller's bug, before any encryption),
 check the endpoint against the outbound policy, encrypt (aes128gcm), attach the cached
-VAPID header, POST once through a pooled client (no redirects), map the answer:
+VAPID header, POST once through a pooled keep-alive connection (no redirects), map the
+answer:
 
 =====================  ==================================================================
 2xx (201 Created)      delivered
@@ -31,7 +32,7 @@ from dataclasses import dataclass
 import httpx
 
 from viarah.adapters.push.encryption import check_message, encrypt
-from viarah.adapters.push.transport import AsyncClientSource, Endpoint, parse_endpoint
+from viarah.adapters.push.transport import Endpoint, EndpointParser, PushAnswer, PushTransport
 from viarah.adapters.push.vapid_jwt import VapidSigner
 from viarah.domain.notifications.push import PushMessage, PushResult, PushTarget
 from viarah.domain.shared.clock import Clock, SystemClock
@@ -45,7 +46,7 @@ from viarah.domain.shared.telemetry import (
 
 log = logging.getLogger("viarah.push")
 
-MAX_ANSWER_BYTES = 4096  # what we read of the push service's answer (error text only)
+MAX_ANSWER_BYTES = 4096  # what we keep of the push service's answer (error text only)
 # Anything that looks like a token or key: JWTs and long base64url runs.
 _SECRETISH = re.compile(r"[A-Za-z0-9_-]{20,}(?:\.[A-Za-z0-9_-]+){0,2}")
 _UNPRINTABLE = re.compile(r"[^\x20-\x7e]+")
@@ -64,10 +65,10 @@ class WebPushSender:
     """Sends Web Push messages; ``enabled`` only when all three VAPID settings are set.
 
     ``outbound_allowlist`` is ``VIA_RAH_OUTBOUND_ALLOWLIST`` (hosts, IPs, CIDRs that may be
-    loopback/private, and whose endpoints may be ``http://``). ``http`` optionally supplies
-    the shared, SSRF-guarded clients (``GuardedHttpClients``); otherwise the sender keeps
-    its own pooled, policy-checked client per event loop with ``connect_timeout`` and
-    ``read_timeout``. ``clock`` drives the VAPID cache and HTTP-date ``Retry-After``.
+    loopback/private, and whose endpoints may be ``http://``). ``http`` is the SSRF-guarded
+    HTTP/1.1 keep-alive pool (``GuardedHttp11Clients``: one pool per event loop, connect
+    and read timeouts, answers capped, no redirects). ``clock`` drives the VAPID cache and
+    HTTP-date ``Retry-After``.
     ``telemetry`` counts every ``send`` (``push_messages`` by :func:`outcome_of` the result)
     and times each request that went out (``push_send_seconds``).
 
@@ -81,7 +82,7 @@ class WebPushSender:
         vapid_private_key: str,
         vapid_subject: str,
         *,
-        http: AsyncClientSource,
+        http: PushTransport,
         outbound_allowlist: Iterable[str] = (),
         clock: Clock | None = None,
         telemetry: Telemetry | None = None,
@@ -96,6 +97,7 @@ class WebPushSender:
             else None
         )
         self._http = http
+        self._parse_endpoint = EndpointParser(self._policy)
 
     def __repr__(self) -> str:
         return f"WebPushSender(enabled={self.enabled}, policy={self._policy!r})"
@@ -131,7 +133,7 @@ class WebPushSender:
         if self._signer is None:
             raise RuntimeError("push is disabled: the VAPID settings are not configured")
         check_message(message)  # before any encryption
-        endpoint = parse_endpoint(target.endpoint, self._policy)
+        endpoint = self._parse_endpoint(target.endpoint)
         body = encrypt(message.plaintext, target.p256dh, target.auth) if message.plaintext else b""
         authorization = (
             self._signer.fresh_authorization(endpoint.origin)
@@ -168,14 +170,19 @@ class WebPushSender:
             prepared = self.prepare(target, message)
         except OutboundRefused as refused:
             return self._refused(refused)
-        origin = prepared.endpoint.origin
+        endpoint = prepared.endpoint
+        origin = endpoint.origin
         started = time.perf_counter()
         try:
-            client = self._http.client()
-            async with client.stream(
-                "POST", prepared.endpoint.url, content=prepared.body, headers=prepared.headers
-            ) as response:
-                answer = await _read_capped(response)
+            answer = await self._http.request(
+                "POST",
+                endpoint.scheme,
+                endpoint.host,
+                endpoint.port,
+                endpoint.target,
+                prepared.headers,
+                prepared.body,
+            )
         except OutboundRefused as refused:
             return self._refused(refused)
         except (httpx.HTTPError, OSError) as exc:
@@ -184,7 +191,7 @@ class WebPushSender:
             log.warning("push.network_error origin=%s error=%s", origin, type(exc).__name__)
             return PushResult(0, reason=reason)
         self._telemetry.observe(PUSH_SEND_SECONDS, time.perf_counter() - started)
-        result = self._result(response, answer)
+        result = self._result(answer)
         if result.delivered:
             log.debug("push.delivered origin=%s status=%s", origin, result.status)
         else:
@@ -202,15 +209,15 @@ class WebPushSender:
         log.warning("push.refused host=%s reason=%s", refused.host, refused.reason)
         return PushResult(0, reason=refused.message)
 
-    def _result(self, response: httpx.Response, answer: bytes) -> PushResult:
-        status = response.status_code
+    def _result(self, answer: PushAnswer) -> PushResult:
+        status = answer.status
         if 200 <= status < 300:
             return PushResult(status)
-        said = _describe(status, response.reason_phrase, answer)
+        said = _describe(status, answer.reason, answer.body[:MAX_ANSWER_BYTES])
         if status in (404, 410):
             return PushResult(status, reason=f"gone: {said}")
         if status == 429 or status >= 500:
-            retry_after = parse_retry_after(response.headers.get("Retry-After"), self._clock)
+            retry_after = parse_retry_after(answer.headers.get("retry-after"), self._clock)
             kind = "rate limited" if status == 429 else "push service error"
             return PushResult(status, retry_after=retry_after, reason=f"{kind}: {said}")
         if 300 <= status < 400:
@@ -231,19 +238,6 @@ def outcome_of(result: PushResult) -> str:
     if result.retryable:
         return "retryable"
     return "failed"
-
-
-async def _read_capped(response: httpx.Response) -> bytes:
-    """At most MAX_ANSWER_BYTES of the answer: a hostile endpoint cannot make us buffer
-    an unbounded body."""
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in response.aiter_bytes():
-        chunks.append(chunk)
-        size += len(chunk)
-        if size >= MAX_ANSWER_BYTES:
-            break
-    return b"".join(chunks)[:MAX_ANSWER_BYTES]
 
 
 def _describe(status: int, phrase: str, answer: bytes) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from viarah.domain.notifications.model import Notification, PushDelivery, PushSubscription
 from viarah.domain.shared.ids import OrgId, UserId
@@ -43,9 +43,14 @@ class SubscriptionRepository(Protocol):
 
     async def delete(self, subscription_id: str) -> None: ...
 
-    async def record_outcome(
-        self, subscription_id: str, now: datetime, *, ok: bool, reason: str | None
-    ) -> None: ...
+    async def delete_many(self, subscription_ids: list[str]) -> None: ...
+
+    async def record_outcomes(
+        self, now: datetime, *, succeeded: list[str], failed: list[tuple[str, str]]
+    ) -> None:
+        """``last_success_at = now`` for the ``succeeded`` ids; ``last_failure_at = now``
+        and ``last_failure_reason`` for each ``(id, reason)`` in ``failed``."""
+        ...
 
 
 class PreferenceRepository(Protocol):
@@ -58,6 +63,24 @@ class PreferenceRepository(Protocol):
     async def opted_out(
         self, event_type: str, channel: str, user_ids: list[UserId]
     ) -> set[UserId]: ...
+
+
+class RetryLater(NamedTuple):
+    """A delivery attempt that failed and is tried again at ``next_attempt_at``."""
+
+    delivery_id: str
+    next_attempt_at: datetime
+    status: int
+    error: str
+
+
+class GiveUp(NamedTuple):
+    """A delivery attempt after which the delivery is never attempted again."""
+
+    delivery_id: str
+    state: str  # failed | gone
+    status: int
+    error: str
 
 
 class NotificationRepository(Protocol):
@@ -86,14 +109,13 @@ class PushDeliveryRepository(Protocol):
 
     async def mark_sent(self, delivery_ids: list[str], now: datetime, status: int) -> None: ...
 
-    async def mark_retry(
-        self, delivery_id: str, next_attempt_at: datetime, status: int, error: str
-    ) -> None: ...
+    async def mark_retry(self, retries: list[RetryLater]) -> None:
+        """Count the attempt, record its answer and when to try again."""
+        ...
 
-    async def mark_final(
-        self, delivery_id: str, state: str, now: datetime, status: int, error: str
-    ) -> None:
-        """``failed`` or ``gone``; never attempted again."""
+    async def mark_final(self, outcomes: list[GiveUp]) -> None:
+        """Count the attempt, record its answer and the state: ``failed`` or ``gone``;
+        never attempted again."""
         ...
 
     async def counts(self, notification_id: str) -> dict[str, int]: ...
