@@ -19,7 +19,8 @@ from viarah.adapters.outbound.guarded import (
     Resolver,
     system_resolver,
 )
-from viarah.adapters.outbound.http11 import GuardedHttp11Clients, Http11Answer
+from viarah.adapters.outbound.http11 import GuardedHttp11Clients
+from viarah.adapters.outbound.http11_parser import Http11Answer
 
 __all__ = [
     "DEFAULT_LIMITS",
