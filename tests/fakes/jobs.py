@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
 
@@ -47,6 +48,7 @@ class FakeJobStore:
                 or (rec.status is JobStatus.RUNNING and self.locked_until[job_id] < now)
             ):
                 due.append(rec)
+        due.sort(key=lambda rec: (rec.available_at, rec.id))
         return due[:limit]
 
     async def mark_dispatched(
@@ -56,6 +58,20 @@ class FakeJobStore:
             if self._redeliverable(job_id, now):
                 self.records[job_id] = replace(self.records[job_id], status=JobStatus.DISPATCHED)
                 self.dispatched_at[job_id] = now
+
+    async def take_due(
+        self, now: datetime, limit: int, dead_after: timedelta | None = None
+    ) -> list[JobRecord]:
+        due = await self.due_for_dispatch(now, limit, dead_after)
+        await self.mark_dispatched([rec.id for rec in due], now, dead_after)
+        return [self.records[rec.id] for rec in due]
+
+    async def release(self, job_ids: list[str], now: datetime) -> None:
+        for job_id in job_ids:
+            rec = self.records[job_id]
+            if rec.status is JobStatus.DISPATCHED and self.dispatched_at.get(job_id) == now:
+                self.records[job_id] = replace(rec, status=JobStatus.PENDING)
+                del self.dispatched_at[job_id]
 
     async def claim(
         self,
@@ -95,9 +111,13 @@ class FakeJobQueue:
 
     def __init__(self) -> None:
         self.sent: list[str] = []
+        self.messages: list[list[str]] = []
         self.down = False
+        #: Accept this many messages, then act as if the broker went away.
+        self.fail_after: int | None = None
 
-    def send(self, job_id: str, job_name: str) -> None:
-        if self.down:
+    def send(self, job_ids: Sequence[str]) -> None:
+        if self.down or (self.fail_after is not None and len(self.messages) >= self.fail_after):
             raise BrokerUnavailable("ConnectionError")
-        self.sent.append(job_id)
+        self.messages.append(list(job_ids))
+        self.sent.extend(job_ids)

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
@@ -50,6 +51,49 @@ async def test_relay_keeps_jobs_while_broker_is_down_and_says_so_once(
     assert len(unreachable) == 1
     assert any("reachable again" in r.getMessage() for r in caplog.records)
     assert not relay.broker_down
+
+
+async def test_relay_packs_jobs_into_messages_oldest_first(
+    clock: FakeClock, store: FakeJobStore
+) -> None:
+    queue = FakeJobQueue()
+    relay = OutboxRelay(store, queue, clock, jobs_per_message=3)
+    for n in range(7):
+        store.put(f"j{n}", "noop", {}, clock.now())
+        clock.advance(seconds=1)
+    assert await relay.relay_once() == 7
+    assert queue.messages == [["j0", "j1", "j2"], ["j3", "j4", "j5"], ["j6"]]
+    assert {store.status(f"j{n}") for n in range(7)} == {"dispatched"}
+
+
+async def test_broker_lost_mid_pass_releases_what_was_not_sent(
+    clock: FakeClock, store: FakeJobStore
+) -> None:
+    queue = FakeJobQueue()
+    queue.fail_after = 1
+    relay = OutboxRelay(store, queue, clock, jobs_per_message=2)
+    for n in range(5):
+        store.put(f"j{n}", "noop", {}, clock.now())
+    assert await relay.relay_once() == 2
+    assert relay.broker_down
+    assert [store.status(f"j{n}") for n in range(5)] == ["dispatched"] * 2 + ["pending"] * 3
+    queue.fail_after = None
+    assert await relay.relay_once() == 3  # at once, not after the dispatch timeout
+    assert queue.sent == [f"j{n}" for n in range(5)]
+
+
+async def test_an_unexpected_send_error_releases_the_jobs_and_is_raised(
+    clock: FakeClock, store: FakeJobStore
+) -> None:
+    class Broken(FakeJobQueue):
+        def send(self, job_ids: Sequence[str]) -> None:
+            raise RuntimeError("bug")
+
+    relay = OutboxRelay(store, Broken(), clock)
+    store.put("a", "noop", {}, clock.now())
+    with pytest.raises(RuntimeError):
+        await relay.relay_once()
+    assert store.status("a") == "pending"
 
 
 async def test_unacknowledged_dispatch_is_resent(clock: FakeClock, store: FakeJobStore) -> None:

@@ -147,3 +147,56 @@ def test_broker_outage_keeps_jobs_in_the_outbox_until_redis_is_back(
     assert calls == ["called"]
     outage_lines = [line for line in worker.lines if line.startswith("broker:")]
     assert len(outage_lines) == 2, outage_lines
+
+
+def test_jobs_sharing_a_message_all_run_once(workers: WorkerFactory) -> None:
+    """The relay packs several job ids into one broker message; each runs exactly once."""
+    calls: list[int] = []
+
+    async def handler(payload: dict[str, Any]) -> None:
+        await asyncio.sleep(0.05)
+        calls.append(payload["n"])
+
+    worker = workers.start({"test.many": handler})
+
+    async def commit_many() -> None:
+        async with worker.runtime.container.uow() as uow:
+            for n in range(20):
+                uow.outbox.add(Job("test.many", {"n": n}))
+            await uow.commit()
+
+    worker.run(commit_many())
+    wait_for(lambda: _statuses(workers.postgres_url) == ["done"] * 20, what="every job to finish")
+    assert sorted(calls) == list(range(20))
+
+
+def test_a_stopping_worker_hands_unstarted_jobs_back(workers: WorkerFactory) -> None:
+    """Jobs of an in-flight message that have not started when the stop begins go back to
+    the broker (the stop waits only for running ones) and another worker runs them."""
+    started: list[int] = []
+    two_running = threading.Event()
+
+    async def slow(payload: dict[str, Any]) -> None:
+        started.append(payload["n"])
+        if len(started) == 2:
+            two_running.set()
+        await asyncio.sleep(1.0)
+
+    first = workers.start({"test.slow": slow})  # two threads: two jobs at a time
+
+    async def commit_four() -> None:
+        async with first.runtime.container.uow() as uow:
+            for n in range(4):
+                uow.outbox.add(Job("test.slow", {"n": n}))
+            await uow.commit()
+
+    first.run(commit_four())
+    assert two_running.wait(10), "two jobs should have started"
+    first.runtime.stop(timeout=5)
+    statuses = sorted(_statuses(workers.postgres_url))
+    assert statuses == ["dispatched", "dispatched", "done", "done"]
+    assert len(started) == 2
+
+    workers.start({"test.slow": slow})
+    wait_for(lambda: _statuses(workers.postgres_url) == ["done"] * 4, what="the rest to run")
+    assert sorted(started) == [0, 1, 2, 3]

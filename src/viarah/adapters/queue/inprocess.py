@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 
 
 class InProcessJobQueue:
@@ -18,8 +19,9 @@ class InProcessJobQueue:
             self._queue = asyncio.Queue()
         return self._queue
 
-    def send(self, job_id: str, job_name: str) -> None:
-        self.queue.put_nowait(job_id)
+    def send(self, job_ids: Sequence[str]) -> None:
+        for job_id in job_ids:
+            self.queue.put_nowait(job_id)
 
     async def next_job_id(self) -> str:
         return await self.queue.get()

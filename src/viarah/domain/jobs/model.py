@@ -22,6 +22,10 @@ def dead_worker_after(heartbeat_seconds: float) -> timedelta:
 
 MAX_ATTEMPTS = 12
 
+#: The relay hands jobs to the broker in messages of up to this many ids: a broker message
+#: costs the worker about as much CPU as a database statement, whatever it carries.
+JOBS_PER_MESSAGE = 8
+
 
 class JobStatus(StrEnum):
     PENDING = "pending"  # committed, not yet handed to the broker (or handed back)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
@@ -10,18 +10,21 @@ from viarah.domain.jobs.model import Heartbeat, JobRecord
 
 
 class JobStore(Protocol):
-    """The outbox table. Each method is its own short transaction."""
+    """The outbox table. Each method is one short, atomic operation."""
 
-    async def due_for_dispatch(
+    async def take_due(
         self, now: datetime, limit: int, dead_after: timedelta | None = None
     ) -> list[JobRecord]:
-        """Pending jobs that are due, dispatched ones nobody claimed in time, and running
-        ones whose claim expired or whose worker has not beaten for ``dead_after``."""
+        """Mark ``dispatched`` (at ``now``) and return, oldest first, up to ``limit`` jobs
+        due for the broker: pending jobs that are due, dispatched ones nobody claimed in
+        time, and running ones whose claim expired or whose worker has not beaten for
+        ``dead_after``. Concurrent callers (one relay per worker) never get the same job."""
         ...
 
-    async def mark_dispatched(
-        self, job_ids: list[str], now: datetime, dead_after: timedelta | None = None
-    ) -> None: ...
+    async def release(self, job_ids: list[str], now: datetime) -> None:
+        """Jobs :meth:`take_due` returned at ``now`` that never reached the broker: back
+        to ``pending`` (unless a worker claimed one meanwhile), to be sent again."""
+        ...
 
     async def claim(
         self,
@@ -49,8 +52,9 @@ class JobStore(Protocol):
 class JobQueue(Protocol):
     """The broker: carries job ids to workers."""
 
-    def send(self, job_id: str, job_name: str) -> None:
-        """Hand one job to the broker; raises :class:`BrokerUnavailable` when down."""
+    def send(self, job_ids: Sequence[str]) -> None:
+        """Hand these jobs to the broker as one message (workers run each id);
+        raises :class:`BrokerUnavailable` when down: then none of them was sent."""
         ...
 
 

@@ -11,6 +11,7 @@ from datetime import datetime, timedelta
 from viarah.domain.jobs.model import (
     CLAIM_TIMEOUT,
     DEFAULT_DEAD_WORKER_AFTER,
+    JOBS_PER_MESSAGE,
     MAX_ATTEMPTS,
     Heartbeat,
     retry_delay,
@@ -54,11 +55,13 @@ class OutboxRelay:
         batch: int = 500,
         dead_worker_after: timedelta = DEFAULT_DEAD_WORKER_AFTER,
         telemetry: Telemetry | None = None,
+        jobs_per_message: int = JOBS_PER_MESSAGE,
     ) -> None:
         self._store = store
         self._queue = queue
         self._clock = clock
         self._batch = batch
+        self._per_message = max(1, jobs_per_message)
         self._dead_after = dead_worker_after
         self._telemetry: Telemetry = telemetry if telemetry is not None else NullTelemetry()
         self._broker_down = False
@@ -68,26 +71,41 @@ class OutboxRelay:
         return self._broker_down
 
     async def relay_once(self) -> int:
-        """Dispatch every due job once; returns how many were handed to the broker."""
+        """Dispatch every due job once; returns how many were handed to the broker.
+
+        The due jobs are taken (marked ``dispatched``) before they are sent, so that
+        several relays never send the same job; they go out ``jobs_per_message`` ids per
+        broker message. Those the broker did not accept are released to ``pending`` at
+        once; if even that fails (the database went away too), they are re-sent once
+        their dispatch times out: delayed, never lost.
+        """
         now = self._clock.now()
-        due = await self._store.due_for_dispatch(now, self._batch, self._dead_after)
-        sent: list[str] = []
+        due = await self._store.take_due(now, self._batch, self._dead_after)
+        sent = 0
+        failure: Exception | None = None
         try:
-            for record in due:
-                self._queue.send(record.id, record.job)
-                sent.append(record.id)
+            for start in range(0, len(due), self._per_message):
+                message = [record.id for record in due[start : start + self._per_message]]
+                self._queue.send(message)
+                sent += len(message)
         except BrokerUnavailable as exc:
             if not self._broker_down:
                 log.warning("broker: unreachable, jobs wait in the outbox (%s)", exc)
             self._broker_down = True
+            failure = exc
+        except Exception as exc:  # unexpected: release what was not sent, then raise
+            failure = exc
         else:
             if self._broker_down:
                 log.warning("broker: reachable again, relaying pending jobs")
             self._broker_down = False
         if sent:
-            await self._store.mark_dispatched(sent, now, self._dead_after)
-            self._telemetry.count(OUTBOX_RELAYED, len(sent))
-        return len(sent)
+            self._telemetry.count(OUTBOX_RELAYED, sent)
+        if failure is not None:
+            await self._store.release([record.id for record in due[sent:]], now)
+            if not isinstance(failure, BrokerUnavailable):
+                raise failure
+        return sent
 
 
 class JobRunner:

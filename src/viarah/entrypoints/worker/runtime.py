@@ -37,6 +37,7 @@ from viarah.container import (
     start_worker_metrics_server,
 )
 from viarah.domain.jobs.model import CLAIM_TIMEOUT
+from viarah.domain.jobs.ports import BrokerUnavailable, JobQueue
 from viarah.entrypoints.worker.background import PeriodicJob, WorkerBackground, new_worker_id
 from viarah.entrypoints.worker.status import Say, say
 from viarah.settings import Settings
@@ -57,6 +58,7 @@ class _Lifecycle(Middleware):
         self._runtime = runtime
 
     def before_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        self._runtime._stopping = True
         self._runtime._stop_background()
 
     def after_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
@@ -94,6 +96,9 @@ class DramatiqWorkerRuntime:
         #: Carried by this process's heartbeats and by the jobs it claims, so that other
         #: workers can tell when it died holding a job.
         self.worker_id = new_worker_id()
+        #: Set when the graceful stop begins: jobs of in-flight messages that have not
+        #: started yet go back to the broker, so the stop waits only for running ones.
+        self._stopping = False
 
     def start(self) -> None:
         """Serve metrics (when asked), declare the actor, start consuming, and start the
@@ -115,11 +120,21 @@ class DramatiqWorkerRuntime:
     def _start_consuming(self) -> None:
         container = self.container
 
+        # A broker message carries several jobs, run concurrently; at most ``threads`` of
+        # them run at a time in this process (as with one job per message), which keeps
+        # the database pool's demand where it was.
+        slots = asyncio.Semaphore(self._threads)
+        queue = container.job_queue()
+
         async def run_job(job_id: str) -> None:
-            try:
-                await container.job_runner().run(job_id, holder=self.worker_id)
-            except Exception as exc:  # database away: the outbox re-sends the job later
-                log.warning("job.not_run id=%s error=%s", job_id, type(exc).__name__)
+            async with slots:
+                if self._stopping:  # not started yet: hand it back instead of starting it
+                    self._hand_back(queue, job_id)
+                    return
+                try:
+                    await container.job_runner().run(job_id, holder=self.worker_id)
+                except Exception as exc:  # database away: the outbox re-sends the job later
+                    log.warning("job.not_run id=%s error=%s", job_id, type(exc).__name__)
 
         actor = declare_worker_actor(
             container, run_job, time_limit_ms=int(CLAIM_TIMEOUT.total_seconds() * 1000)
@@ -134,7 +149,6 @@ class DramatiqWorkerRuntime:
         if loop_thread is None:  # pragma: no cover - the broker always has AsyncIO
             raise RuntimeError("the broker lacks the AsyncIO middleware")
         self._loop = loop_thread.loop
-        queue = container.job_queue()
         self.background = WorkerBackground(
             relay=container.relay(),
             presence=container.presence(),
@@ -149,6 +163,18 @@ class DramatiqWorkerRuntime:
         )
         self._on_loop(self._start_background(self.background), timeout=5)
         log.info("worker.started threads=%d", self._threads)
+
+    @staticmethod
+    def _hand_back(queue: JobQueue, job_id: str) -> None:
+        """Send a job this process will not start to the broker again, for another worker
+        (or this one after a restart). If the broker is away, the relay re-sends it once
+        its dispatch times out."""
+        try:
+            queue.send([job_id])
+        except BrokerUnavailable:
+            log.warning("job.not_handed_back id=%s; it is re-sent later", job_id)
+        else:
+            log.info("job.handed_back id=%s", job_id)
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
