@@ -36,6 +36,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from viarah.adapters.db import tables as t
+from viarah.adapters.db.engine import read_only_options
 from viarah.domain.jobs.model import DISPATCH_TIMEOUT, Heartbeat, JobRecord, JobStatus
 
 _o = t.outbox.c
@@ -451,11 +452,15 @@ class SqlHeartbeatStore:
         return Heartbeat(row.worker_id, row.hostname, row.pid, row.started_at, row.last_seen_at)
 
 
+_SELECT_1 = sa.text("SELECT 1")
+
+
 async def database_answers(engine: AsyncEngine) -> bool:
-    """True when a trivial query succeeds (health checks)."""
+    """True when a trivial query succeeds (health checks): one round trip on PostgreSQL."""
     try:
         async with engine.connect() as conn:
-            await conn.execute(sa.text("SELECT 1"))
+            await conn.execution_options(**read_only_options(engine))
+            await conn.execute(_SELECT_1)
     except Exception:
         return False
     return True
