@@ -39,7 +39,7 @@ from viarah.settings import load_settings
 _CHILD = """
 import json, sys
 from tests.push_fake import FakePushService
-push = FakePushService(defer_decryption=True).start()
+push = FakePushService(defer_decryption=True, fast=True).start()
 subs = [push.new_subscription() for _ in range(int(sys.argv[1]))]
 print(json.dumps({"origin": push.origin, "subs": subs}), flush=True)
 sys.stdin.read()

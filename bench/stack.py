@@ -127,7 +127,7 @@ class Stack:
         finally:
             client.close()
         self.gitlab = FakeGitLab().start()
-        self.push = FakePushService(defer_decryption=True).start()
+        self.push = FakePushService(defer_decryption=True, fast=True).start()
         for fake in (self.gitlab, self.push):
             _quiet_disconnects(fake)
         vapid = new_vapid_keypair()

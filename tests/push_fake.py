@@ -37,6 +37,7 @@ decrypt then turns its record into ``rejected``, though it was answered 201.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import os
@@ -49,11 +50,14 @@ import uuid
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any
 
 import http_ece
+import httptools  # type: ignore[import-untyped]
+import uvloop
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -159,7 +163,14 @@ class _Handler(BaseHTTPRequestHandler):
         return None
 
     def do_POST(self) -> None:
-        self.server.fake._handle(self)
+        fake = self.server.fake
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        headers = {k.lower(): v for k, v in self.headers.items()}
+        answer = fake._judge(self.command, self.path, headers, body, int(self.client_address[1]))
+        if answer.delay and fake._stopping.wait(answer.delay):
+            return
+        self.answer(answer.status, answer.headers, answer.body)
 
     do_GET = do_PUT = do_DELETE = do_POST
 
@@ -171,6 +182,70 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(payload)))
         self.end_headers()
         self.wfile.write(payload)
+
+
+class _FastProtocol(asyncio.Protocol):
+    """One connection of the asyncio server: httptools parses, :meth:`FakePushService._judge`
+    decides, keep-alive as the client asks."""
+
+    def __init__(self, fake: FakePushService) -> None:
+        self.fake = fake
+        self.parser = httptools.HttpRequestParser(self)
+        self.transport: Any = None  # uvloop's TCPTransport is not an asyncio.Transport
+        self.port = 0
+        self.url = b""
+        self.headers: dict[str, str] = {}
+        self.body: list[bytes] = []
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+        self.port = int(transport.get_extra_info("peername")[1])
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError:
+            assert self.transport is not None
+            self.transport.close()
+
+    def on_message_begin(self) -> None:
+        self.url, self.headers, self.body = b"", {}, []
+
+    def on_url(self, url: bytes) -> None:
+        self.url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers[name.decode("latin-1").lower()] = value.decode("latin-1")
+
+    def on_body(self, body: bytes) -> None:
+        self.body.append(body)
+
+    def on_message_complete(self) -> None:
+        method = self.parser.get_method().decode("ascii")
+        body = b"".join(self.body)
+        answer = self.fake._judge(method, self.url.decode("latin-1"), self.headers, body, self.port)
+        keep = self.parser.should_keep_alive()
+        if answer.delay:
+            asyncio.get_running_loop().call_later(answer.delay, self._write, answer, keep)
+        else:
+            self._write(answer, keep)
+
+    def _write(self, answer: Answer, keep_alive: bool) -> None:
+        if self.transport is None or self.transport.is_closing():
+            return
+        payload = answer.body.encode()
+        try:
+            phrase = HTTPStatus(answer.status).phrase
+        except ValueError:
+            phrase = "Status"
+        lines = [f"HTTP/1.1 {answer.status} {phrase}"]
+        lines += [f"{name}: {value}" for name, value in answer.headers.items()]
+        lines.append(f"Content-Length: {len(payload)}")
+        if not keep_alive:
+            lines.append("Connection: close")
+        self.transport.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + payload)
+        if not keep_alive:
+            self.transport.close()
 
 
 class FakePushService:
@@ -186,9 +261,13 @@ class FakePushService:
         now: Callable[[], float] = time.time,
         ssl_context: ssl.SSLContext | None = None,
         defer_decryption: bool = False,
+        fast: bool = False,
     ) -> None:
+        if fast and ssl_context is not None:
+            raise ValueError("the fast (asyncio) server speaks plain HTTP only")
         self.host = host
         self.defer_decryption = defer_decryption
+        self.fast = fast
         self.aliases = aliases
         self.now = now
         self.requests: list[PushRequest] = []
@@ -204,10 +283,14 @@ class FakePushService:
         self._stopping = threading.Event()
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._port = 0
 
     # -- lifecycle ---------------------------------------------------------------------
 
     def start(self) -> FakePushService:
+        if self.fast:
+            return self._start_fast()
         server = _Server(self, self.host)
         if self._ssl_context is not None:
             server.socket = self._ssl_context.wrap_socket(server.socket, server_side=True)
@@ -216,10 +299,32 @@ class FakePushService:
             target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
         )
         self._thread.start()
+        self._port = int(server.server_address[1])
+        return self
+
+    def _start_fast(self) -> FakePushService:
+        """Serve from an event loop (uvloop, httptools) in a thread of its own: a load
+        test's sender then measures itself, not this fake's threads and HTTP parsing."""
+        loop = uvloop.new_event_loop()
+        server = loop.run_until_complete(
+            loop.create_server(lambda: _FastProtocol(self), self.host, 0, backlog=1024)
+        )
+        self._port = int(server.sockets[0].getsockname()[1])
+        self._loop = loop
+        self._thread = threading.Thread(target=loop.run_forever, daemon=True)
+        self._thread.start()
+
+        def close() -> None:
+            server.close()
+            loop.stop()
+
+        self._close_fast = close
         return self
 
     def stop(self) -> None:
         self._stopping.set()
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._close_fast)
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
@@ -239,8 +344,8 @@ class FakePushService:
 
     @property
     def port(self) -> int:
-        assert self._server is not None, "start() the fake first"
-        return int(self._server.server_address[1])
+        assert self._port, "start() the fake first"
+        return self._port
 
     def origin_for(self, host: str) -> str:
         scheme = "https" if self._ssl_context is not None else "http"
@@ -357,12 +462,12 @@ class FakePushService:
 
     # -- serving -----------------------------------------------------------------------
 
-    def _handle(self, handler: _Handler) -> None:
-        length = int(handler.headers.get("Content-Length") or 0)
-        body = handler.rfile.read(length) if length else b""
-        headers = {k.lower(): v for k, v in handler.headers.items()}
-        path = handler.path.split("?", 1)[0]
-        port = int(handler.client_address[1])
+    def _judge(
+        self, method: str, target: str, headers: dict[str, str], body: bytes, port: int
+    ) -> Answer:
+        """Check one request (headers with lower-case names), record it, and say what to
+        answer; the same for the threaded and the asyncio server."""
+        path = target.split("?", 1)[0]
         sub_id = path[len("/push/") :] if path.startswith("/push/") else None
         answer: Answer | None = None
         plaintext: bytes | None = None
@@ -371,7 +476,7 @@ class FakePushService:
         try:
             if sub_id is None:
                 raise _Reject(404, "not a push resource", "gone")
-            if handler.command != "POST":
+            if method != "POST":
                 raise _Reject(405, "push resources take POST only")
             sub = self._subscription(sub_id)
             jwt, claims = self._check_headers(headers, sub)
@@ -393,8 +498,7 @@ class FakePushService:
             with self._lock:
                 self.requests.append(record)
             error = {"code": rejected.status, "errno": 999, "message": rejected.reason}
-            handler.answer(rejected.status, {"Content-Type": "application/json"}, json.dumps(error))
-            return
+            return Answer(rejected.status, {"Content-Type": "application/json"}, json.dumps(error))
         if answer is None:
             answer = Answer(
                 201, {"Location": f"{self.origin}/m/{uuid.uuid4().hex}", "TTL": headers["ttl"]}
@@ -409,9 +513,7 @@ class FakePushService:
             if plaintext is None and body:  # defer_decryption: decrypted later
                 self._deferred.append((len(self.requests), body, sub))
             self.requests.append(record)
-        if answer.delay and self._stopping.wait(answer.delay):
-            return
-        handler.answer(answer.status, answer.headers, answer.body)
+        return answer
 
     def _subscription(self, sub_id: str) -> _Subscription:
         with self._lock:

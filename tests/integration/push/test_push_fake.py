@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import httpx
@@ -34,6 +34,18 @@ def vapid_header(claims: dict[str, object], key: ec.EllipticCurvePrivateKey | No
     token = head + "." + _b64(r.to_bytes(32, "big") + s.to_bytes(32, "big"))
     public = key.public_key().public_bytes(Encoding.X962, PublicFormat.UncompressedPoint)
     return f"vapid t={token}, k={_b64(public)}"
+
+
+@pytest.fixture(params=["threaded", "asyncio"])
+def push_service(request: pytest.FixtureRequest, clock: FakeClock) -> Iterator[FakePushService]:
+    """Both servers of the fake (the threaded one of the tests, the asyncio one of the
+    benchmark) judge every request the same way."""
+    with FakePushService(
+        aliases=("push.test",),
+        now=lambda: clock.now().timestamp(),
+        fast=request.param == "asyncio",
+    ) as fake:
+        yield fake
 
 
 @pytest.fixture
