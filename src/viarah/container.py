@@ -58,6 +58,7 @@ from viarah.domain.notifications.delivery import (
     DELIVER_JOB,
     Notifier,
     PushDispatcher,
+    notify_and_deliver,
 )
 from viarah.domain.notifications.model import EVENT_TYPES
 from viarah.domain.notifications.services import (
@@ -120,7 +121,7 @@ def _job_handlers(
         await integrations.warn_expiring_tokens()
 
     async def notify(payload: dict[str, Any]) -> None:
-        await notifier.notify(payload)
+        await notify_and_deliver(notifier, dispatcher, payload)
 
     async def deliver_push(payload: dict[str, Any]) -> None:
         await dispatcher.deliver(str(payload["notification_id"]))

@@ -95,7 +95,17 @@ class Stack:
             return int(conn.execute(sa.text(sql), params).scalar_one())
 
     def settled(self) -> bool:
-        """No notification-pipeline job is waiting, queued or running."""
+        """No notification-pipeline job is due, queued or running. The backstop
+        ``push.deliver`` job of each fan-out (due when the inline delivery's claims would
+        have expired) is first brought forward: when it runs, it must find nothing to send.
+        """
+        with self.engine.begin() as conn:
+            conn.execute(
+                sa.text(
+                    "UPDATE outbox SET available_at = now() WHERE job = 'push.deliver' "
+                    "AND status = 'pending' AND available_at > now() + interval '90 seconds'"
+                )
+            )
         return (
             self.scalar(
                 f"SELECT count(*) FROM outbox WHERE {PIPELINE_JOBS} "

@@ -16,6 +16,7 @@ from viarah.domain.notifications.delivery import (
     Notifier,
     PushDispatcher,
     backoff,
+    notify_and_deliver,
     payload_for,
     topic_for,
 )
@@ -210,6 +211,34 @@ async def test_state_change_reaches_every_browser_of_assignee_and_watchers(n: N)
     assert message.topic == topic_for(STATE_CHANGED, "link-1")
     assert message.topic is not None
     assert len(message.topic) <= 32
+
+
+async def test_an_event_is_delivered_at_once_and_its_job_is_only_a_backstop(n: N) -> None:
+    await n.browser(n.watcher, "w1")
+    await n.browser(n.assignee, "a1")
+    fan = await notify_and_deliver(n.notifier, n.dispatcher, n.event())
+    assert fan.deliveries == 2
+    assert sorted(t.endpoint.rsplit("/", 1)[1] for t, _ in n.sender.sent) == ["a1", "w1"]
+    assert [j.name for j in n.app.db.jobs] == [DELIVER_JOB]  # committed with the fan-out
+    await n.run_deliver_jobs()
+    assert len(n.sender.sent) == 2  # the backstop found nothing left to send
+
+
+async def test_an_interrupted_inline_delivery_is_finished_by_the_job(
+    n: N, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await n.browser(n.watcher, "w1")
+
+    async def broken(notification_id: str) -> dict[str, int]:
+        raise ConnectionError("database went away")
+
+    monkeypatch.setattr(n.dispatcher, "deliver", broken)
+    fan = await notify_and_deliver(n.notifier, n.dispatcher, n.event())  # logged, not raised
+    assert fan.deliveries == 1
+    assert n.sender.sent == []
+    monkeypatch.undo()
+    await n.run_deliver_jobs()
+    assert [t.endpoint.rsplit("/", 1)[1] for t, _ in n.sender.sent] == ["w1"]
 
 
 async def test_preference_off_means_no_message(n: N) -> None:
