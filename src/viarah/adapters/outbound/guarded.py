@@ -43,6 +43,22 @@ from viarah.domain.shared.outbound import (
 
 log = logging.getLogger("viarah.outbound")
 
+
+@contextlib.contextmanager
+def refusals_logged() -> Iterator[None]:
+    """Log an ``OutboundRefused`` raised inside (host, address, why), then let it go on."""
+    try:
+        yield
+    except OutboundRefused as refused:
+        log.warning(
+            "outbound.refused host=%s address=%s reason=%s",
+            refused.host,
+            refused.address,
+            refused.reason,
+        )
+        raise
+
+
 Resolver = Callable[[str, int], Awaitable[list[str]]]
 """``(host, port) -> [ip, ...]`` in preference order; raises ``OSError`` when unresolvable."""
 
@@ -82,19 +98,11 @@ class GuardedNetworkBackend(httpcore.AsyncNetworkBackend):
         socket_options: Iterable[Any] | None = None,
     ) -> httpcore.AsyncNetworkStream:
         deadline = None if timeout is None else time.monotonic() + timeout
-        try:
+        with refusals_logged():
             self._policy.check_host(host)
             addresses = await self._resolve(host, port, timeout)
             for address in addresses:
                 self._policy.check_address(address, host=host)
-        except OutboundRefused as refused:
-            log.warning(
-                "outbound.refused host=%s address=%s reason=%s",
-                refused.host,
-                refused.address,
-                refused.reason,
-            )
-            raise
         last_error: Exception | None = None
         for address in addresses:
             remaining = None if deadline is None else max(deadline - time.monotonic(), 0.001)

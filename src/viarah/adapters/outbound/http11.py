@@ -40,7 +40,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import logging
 import re
 import ssl
 import threading
@@ -50,16 +49,13 @@ from dataclasses import dataclass
 
 import httpx
 
-from viarah.adapters.outbound.guarded import Resolver, system_resolver
+from viarah.adapters.outbound.guarded import Resolver, refusals_logged, system_resolver
 from viarah.adapters.outbound.http11_parser import Http11Answer, ResponseParser
 from viarah.domain.shared.outbound import (
     OutboundPolicy,
-    OutboundRefused,
     normalize_host,
     parse_address,
 )
-
-log = logging.getLogger("viarah.outbound")
 
 DEFAULT_MAX_BODY = 64 * 1024
 _FORBIDDEN_HEADERS = frozenset(
@@ -324,19 +320,11 @@ class _OriginPool:
         host, port = self._host, self._port
         loop = asyncio.get_running_loop()
         deadline = loop.time() + settings.connect_timeout
-        try:
+        with refusals_logged():
             settings.policy.check_host(host)
             addresses = await self._resolve(deadline)
             for address in addresses:
                 settings.policy.check_address(address, host=host)
-        except OutboundRefused as refused:
-            log.warning(
-                "outbound.refused host=%s address=%s reason=%s",
-                refused.host,
-                refused.address,
-                refused.reason,
-            )
-            raise
         tls = settings.tls.get() if self._scheme == "https" else None
         last: Exception | None = None
         for address in addresses:  # only addresses that passed the policy
