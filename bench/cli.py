@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -215,48 +217,55 @@ def run_all(
             results["links"][str(conns)] = run
 
     if "webhook" in selected:
-        results["webhook"] = {}
-        for conns in args.connection_counts:
-            say(f"webhook ingest, {conns} connections, {seconds:.0f} s")
-            prefix = new_prefix(f"c{conns}")
-            meter = cpu_meter()
-            with prof(f"worker-webhook-{conns}", stack.worker.pid):
-                with prof(f"web-webhook-{conns}", stack.web.pid):
-                    wrk = http.webhook(conns, seconds, prefix)
-                run = wrk.as_dict()
+
+        def webhook_run(
+            conns: int, prefix: str, load: Callable[[], Any], worker_profile: Any
+        ) -> dict[str, Any]:
+            """One webhook load (``load`` runs wrk), its ratio to /healthz, then the
+            drain; ``worker_profile`` (a context) covers the load and the drain."""
+            with worker_profile:
+                meter = cpu_meter()
+                wrk = load()
+                run: dict[str, Any] = wrk.as_dict()
                 run["cpu_cores"] = meter.stop()
                 base = (results.get("healthz") or {}).get(str(conns))
                 if base:
                     run["ratio_to_healthz"] = round(run["rps"] / base["rps"], 3)
                 say("  waiting for the worker to drain the deliveries")
-                accepted = wrk.requests - wrk.non_2xx
                 drain_meter = cpu_meter()
-                run["drain"] = http.drain(prefix, accepted, conns)
+                run["drain"] = http.drain(prefix, wrk.requests - wrk.non_2xx, conns)
                 run["drain"]["cpu_cores"] = drain_meter.stop()
-            results["webhook"][str(conns)] = run
             wait_idle(stack)
+            return run
+
+        results["webhook"] = {}
+        for conns in args.connection_counts:
+            say(f"webhook ingest, {conns} connections, {seconds:.0f} s")
+            prefix = new_prefix(f"c{conns}")
+
+            def profiled(conns: int = conns, prefix: str = prefix) -> Any:
+                with prof(f"web-webhook-{conns}", stack.web.pid):
+                    return http.webhook(conns, seconds, prefix)
+
+            results["webhook"][str(conns)] = webhook_run(
+                conns, prefix, profiled, prof(f"worker-webhook-{conns}", stack.worker.pid)
+            )
         # The same load with the worker paused (SIGSTOP): what the web process alone
         # ingests when it has a core to itself; then the worker catches up.
         conns = max(args.connection_counts)
         say(f"webhook ingest with the worker paused, {conns} connections, {seconds:.0f} s")
         prefix = new_prefix(f"paused{conns}")
-        meter = cpu_meter()
-        os.kill(stack.worker.pid, signal.SIGSTOP)
-        try:
-            wrk = http.webhook(conns, seconds, prefix)
-        finally:
-            os.kill(stack.worker.pid, signal.SIGCONT)
-        run = wrk.as_dict()
-        run["cpu_cores"] = meter.stop()
-        base = (results.get("healthz") or {}).get(str(conns))
-        if base:
-            run["ratio_to_healthz"] = round(run["rps"] / base["rps"], 3)
-        say("  waiting for the worker to drain the deliveries")
-        drain_meter = cpu_meter()
-        run["drain"] = http.drain(prefix, wrk.requests - wrk.non_2xx, conns)
-        run["drain"]["cpu_cores"] = drain_meter.stop()
-        results["webhook_worker_paused"] = {str(conns): run}
-        wait_idle(stack)
+
+        def paused(conns: int = conns, prefix: str = prefix) -> Any:
+            os.kill(stack.worker.pid, signal.SIGSTOP)
+            try:
+                return http.webhook(conns, seconds, prefix)
+            finally:
+                os.kill(stack.worker.pid, signal.SIGCONT)
+
+        results["webhook_worker_paused"] = {
+            str(conns): webhook_run(conns, prefix, paused, contextlib.nullcontext())
+        }
 
     if "openloop" in selected:
         results["open_loop"] = {"links": [], "webhook": []}
