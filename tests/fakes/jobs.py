@@ -51,19 +51,13 @@ class FakeJobStore:
         due.sort(key=lambda rec: (rec.available_at, rec.id))
         return due[:limit]
 
-    async def mark_dispatched(
-        self, job_ids: list[str], now: datetime, dead_after: timedelta | None = None
-    ) -> None:
-        for job_id in job_ids:
-            if self._redeliverable(job_id, now):
-                self.records[job_id] = replace(self.records[job_id], status=JobStatus.DISPATCHED)
-                self.dispatched_at[job_id] = now
-
     async def take_due(
         self, now: datetime, limit: int, dead_after: timedelta | None = None
     ) -> list[JobRecord]:
         due = await self.due_for_dispatch(now, limit, dead_after)
-        await self.mark_dispatched([rec.id for rec in due], now, dead_after)
+        for rec in due:
+            self.records[rec.id] = replace(rec, status=JobStatus.DISPATCHED)
+            self.dispatched_at[rec.id] = now
         return [self.records[rec.id] for rec in due]
 
     async def release(self, job_ids: list[str], now: datetime) -> None:

@@ -143,8 +143,7 @@ async def test_job_store_claims_once_and_reclaims_expired(container: Container) 
         await uow.commit()
     store = container.job_store()
     now = container.clock().now()
-    (record,) = await store.due_for_dispatch(now, 10)
-    await store.mark_dispatched([record.id], now)
+    (record,) = await store.take_due(now, 10)
     assert await store.due_for_dispatch(now, 10) == []
     claimed = await asyncio.gather(
         *(store.claim(record.id, now, now + timedelta(minutes=5)) for _ in range(4))

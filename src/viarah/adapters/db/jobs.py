@@ -164,14 +164,6 @@ def _claim(with_heartbeats: bool) -> sa.Update:
     )
 
 
-def _mark_dispatched(with_heartbeats: bool) -> sa.Update:
-    return (
-        t.outbox.update()
-        .where(_o.id.in_(sa.bindparam("job_ids", expanding=True)), _redeliverable(with_heartbeats))
-        .values(status=_DISPATCHED, dispatched_at=_param("now", _o.dispatched_at), locked_by=None)
-    )
-
-
 _BY_ID = _o.id == sa.bindparam("job_id", type_=_o.id.type)
 
 #: Statements by whether they consult heartbeats (``dead_after`` given or not).
@@ -179,7 +171,6 @@ _DUE_SELECT = {flag: _due_select(flag) for flag in (False, True)}
 #: By (consults heartbeats, PostgreSQL).
 _TAKE_DUE = {(flag, pg): _take_due(flag, pg) for flag in (False, True) for pg in (False, True)}
 _CLAIM = {flag: _claim(flag) for flag in (False, True)}
-_MARK_DISPATCHED = {flag: _mark_dispatched(flag) for flag in (False, True)}
 
 _FINISH = (
     t.outbox.update()
@@ -350,16 +341,6 @@ class SqlJobStore:
         async with self._engine.connect() as conn:
             rows = (await conn.execute(_DUE_SELECT[dead_after is not None], params)).all()
         return [_record(row) for row in rows]
-
-    async def mark_dispatched(
-        self, job_ids: list[str], now: datetime, dead_after: timedelta | None = None
-    ) -> None:
-        if not job_ids:
-            return
-        params = _times(now, dead_after)
-        params["job_ids"] = job_ids
-        async with self._statement() as conn:
-            await conn.execute(_MARK_DISPATCHED[dead_after is not None], params)
 
     async def claim(
         self,
