@@ -47,7 +47,7 @@ from viarah.domain.gitlab.links import REFRESH_JOB, GitLabLinks, GitLabRefresher
 from viarah.domain.gitlab.webhooks import PROCESS_JOB, GitLabWebhooks
 from viarah.domain.identity.services import ApiTokens, Authentication, Users
 from viarah.domain.jobs.model import dead_worker_after
-from viarah.domain.jobs.ports import JobHandler
+from viarah.domain.jobs.ports import GiveUpHandler, JobHandler
 from viarah.domain.jobs.services import (
     JobRunner,
     OutboxRelay,
@@ -135,6 +135,15 @@ def _job_handlers(
     }
     handlers.update({f"event.{event_type}": notify for event_type in EVENT_TYPES})
     return handlers
+
+
+def _give_up_handlers(webhooks: GitLabWebhooks) -> dict[str, GiveUpHandler]:
+    """Who hears that a job failed for good, by job name."""
+
+    async def delivery_failed(payload: dict[str, Any], reason: str) -> None:
+        await webhooks.processing_gave_up(str(payload["delivery_id"]), reason)
+
+    return {PROCESS_JOB: delivery_failed}
 
 
 def _dead_worker_after(settings: Settings) -> timedelta:
@@ -275,6 +284,7 @@ class Container(containers.DeclarativeContainer):
         store=job_store,
         clock=clock,
         handlers=job_handlers,
+        on_give_up=providers.Callable(_give_up_handlers, webhooks=gitlab_webhooks),
         dead_worker_after=providers.Callable(_dead_worker_after, settings),
         telemetry=telemetry,
     )

@@ -433,6 +433,23 @@ async def test_webhook_is_stored_with_its_job_and_deduplicated(gl: GitLabApp) ->
     assert gl.jobs(PROCESS_JOB) == [{"delivery_id": delivery.id}]
 
 
+async def test_a_delivery_whose_processing_gave_up_is_marked_failed(gl: GitLabApp) -> None:
+    await configured(gl)
+    assert await gl.hook(issue_hook(4)) == "accepted"
+    (delivery,) = gl.app.db.deliveries.values()
+    await gl.webhooks.processing_gave_up(delivery.id, "the database is unavailable")
+    failed = gl.app.db.deliveries[delivery.id]
+    assert failed.status is DeliveryStatus.FAILED
+    assert failed.error == "processing failed: the database is unavailable"
+    assert failed.processed_at is not None
+    ignored_id = "x"
+    await gl.webhooks.processing_gave_up(ignored_id, "whatever")  # unknown: nothing happens
+    assert await gl.hook({"object_kind": "push"}, **{"x-gitlab-event": "Push Hook"}) == "accepted"
+    (ignored,) = [d for d in gl.app.db.deliveries.values() if d.id != delivery.id]
+    await gl.webhooks.processing_gave_up(ignored.id, "late")  # only a received one changes
+    assert gl.app.db.deliveries[ignored.id].status is DeliveryStatus.IGNORED
+
+
 async def test_fallback_key_is_event_uuid_plus_payload_hash(gl: GitLabApp) -> None:
     await configured(gl)
     assert await gl.hook(issue_hook(4), **{"x-gitlab-event-uuid": "u1"}) == "accepted"

@@ -142,6 +142,44 @@ async def test_failed_job_is_retried_with_backoff_then_given_up(
     assert store.records["a"].attempts == MAX_ATTEMPTS
 
 
+async def test_a_job_that_fails_for_good_tells_its_owner_once(
+    clock: FakeClock, store: FakeJobStore
+) -> None:
+    told: list[tuple[dict[str, Any], str]] = []
+
+    async def broken(_payload: dict[str, Any]) -> None:
+        raise Unavailable("GitLab is down")
+
+    async def gave_up(payload: dict[str, Any], reason: str) -> None:
+        told.append((payload, reason))
+
+    runner = JobRunner(store, clock, {"broken": broken}, on_give_up={"broken": gave_up})
+    store.put("a", "broken", {"delivery_id": "d-1"}, clock.now())
+    for _ in range(MAX_ATTEMPTS - 1):
+        await runner.run("a")
+    assert told == []  # retries are not the end
+    await runner.run("a")
+    assert store.status("a") == "failed"
+    assert told == [({"delivery_id": "d-1"}, "GitLab is down")]
+
+
+async def test_a_failing_give_up_hook_is_logged_and_the_job_still_fails(
+    clock: FakeClock, store: FakeJobStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def broken(_payload: dict[str, Any]) -> None:
+        raise Unavailable("GitLab is down")
+
+    async def hook(_payload: dict[str, Any], _reason: str) -> None:
+        raise ConnectionError("database away")
+
+    runner = JobRunner(store, clock, {"broken": broken}, on_give_up={"broken": hook})
+    store.put("a", "broken", {}, clock.now())
+    for _ in range(MAX_ATTEMPTS):
+        await runner.run("a")
+    assert store.status("a") == "failed"
+    assert "job.give_up_hook_failed job=broken error=ConnectionError" in caplog.text
+
+
 async def test_job_held_by_a_dead_worker_is_reclaimed(
     clock: FakeClock, store: FakeJobStore
 ) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from dataclasses import replace
 from datetime import UTC, timedelta
 
@@ -11,10 +12,11 @@ import sqlalchemy as sa
 
 from viarah.adapters.db import tables as t
 from viarah.container import Container
-from viarah.domain.jobs.model import Heartbeat
+from viarah.domain.gitlab.webhooks import PROCESS_JOB, GitLabWebhooks
+from viarah.domain.jobs.model import MAX_ATTEMPTS, Heartbeat
 from viarah.domain.orgs.model import Role
 from viarah.domain.shared.actor import Actor
-from viarah.domain.shared.errors import Conflict, Forbidden, NotFound
+from viarah.domain.shared.errors import Conflict, Forbidden, NotFound, Unavailable
 from viarah.domain.shared.jobs import Job
 
 
@@ -255,3 +257,46 @@ async def test_recording_a_token_use_never_undoes_a_revocation(container: Contai
     (token,) = await container.api_tokens().list_tokens(actor)
     assert token.revoked_at is not None
     assert token.last_used_at == issued.token.created_at + timedelta(hours=1)
+
+
+HOOK_SECRET = "hook-secret-of-sixteen-plus"
+
+
+async def test_a_webhook_whose_processing_fails_for_good_is_marked_failed(
+    container: Container, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    actor = await _user(container, "ada@example.com")
+    org = (await container.organizations().create(actor, "Acme")).org
+    await container.gitlab_integrations().update(
+        actor, org.id, base_url="https://gitlab.example.com", webhook_secret=HOOK_SECRET
+    )
+    body = json.dumps(
+        {
+            "object_kind": "issue",
+            "project": {"path_with_namespace": "g/p"},
+            "object_attributes": {"iid": 1, "action": "close"},
+        }
+    ).encode()
+    headers = {"x-gitlab-token": HOOK_SECRET, "x-gitlab-event": "Issue Hook"}
+    assert await container.gitlab_webhooks().receive(org.id, headers, body) == "accepted"
+
+    async def broken(_self: GitLabWebhooks, _delivery_id: str) -> None:
+        raise Unavailable("GitLab is down")
+
+    monkeypatch.setattr(GitLabWebhooks, "process", broken)
+    async with container.engine().begin() as conn:  # the job's last attempt is next
+        job = t.outbox.c
+        await conn.execute(
+            t.outbox.update().where(job.job == PROCESS_JOB).values(attempts=MAX_ATTEMPTS - 1)
+        )
+        job_id = (await conn.execute(sa.select(job.id).where(job.job == PROCESS_JOB))).scalar_one()
+    assert await container.job_runner().run(job_id)
+    async with container.engine().connect() as conn:
+        status, error = (
+            await conn.execute(
+                sa.select(t.webhook_deliveries.c.status, t.webhook_deliveries.c.error)
+            )
+        ).one()
+        job_status = (await conn.execute(sa.select(job.status).where(job.id == job_id))).scalar()
+    assert (job_status, status) == ("failed", "failed")
+    assert error == "processing failed: GitLab is down"

@@ -209,6 +209,21 @@ class GitLabWebhooks:
                 ) from None
             verify_signature(secret, headers, body, now)
 
+    async def processing_gave_up(self, delivery_id: str, reason: str) -> None:
+        """The delivery's processing job failed for good: the delivery is marked
+        ``failed`` with the reason (it would otherwise stay ``received`` forever)."""
+        async with self._uow() as uow:
+            delivery = await uow.webhook_deliveries.get(delivery_id)
+            if delivery is None or delivery.status is not DeliveryStatus.RECEIVED:
+                return
+            await uow.webhook_deliveries.finish(
+                delivery_id,
+                DeliveryStatus.FAILED,
+                self._clock.now(),
+                f"processing failed: {reason}",
+            )
+            await uow.commit()
+
     async def process(self, delivery_id: str) -> None:
         """Queue a refresh of the object a delivery names (one refresh serves every link).
 

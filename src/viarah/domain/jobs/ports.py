@@ -69,6 +69,8 @@ class HeartbeatStore(Protocol):
 
 
 JobHandler = Callable[[dict[str, Any]], Awaitable[None]]
+#: Told that a job failed for good: its payload and the last error.
+GiveUpHandler = Callable[[dict[str, Any], str], Awaitable[None]]
 
 
 class Probe(Protocol):

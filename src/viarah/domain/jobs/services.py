@@ -7,6 +7,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from viarah.domain.jobs.model import (
     CLAIM_TIMEOUT,
@@ -18,6 +19,7 @@ from viarah.domain.jobs.model import (
 )
 from viarah.domain.jobs.ports import (
     BrokerUnavailable,
+    GiveUpHandler,
     HeartbeatStore,
     JobHandler,
     JobQueue,
@@ -123,10 +125,12 @@ class JobRunner:
         handlers: Mapping[str, JobHandler],
         dead_worker_after: timedelta = DEFAULT_DEAD_WORKER_AFTER,
         telemetry: Telemetry | None = None,
+        on_give_up: Mapping[str, GiveUpHandler] | None = None,
     ) -> None:
         self._store = store
         self._clock = clock
         self._handlers = handlers
+        self._on_give_up = on_give_up or {}
         self._dead_after = dead_worker_after
         self._telemetry: Telemetry = telemetry if telemetry is not None else NullTelemetry()
 
@@ -164,6 +168,7 @@ class JobRunner:
                     attempts,
                     reason,
                 )
+                await self._gave_up(record.job, record.payload, reason)
             else:
                 await self._store.retry_later(record.id, reason, later + retry_delay(attempts))
                 outcome = JOB_RETRY
@@ -181,6 +186,17 @@ class JobRunner:
         log.info("job.done id=%s job=%s", record.id, record.job)
         self._record(record.job, JOB_DONE, elapsed)
         return True
+
+    async def _gave_up(self, job: str, payload: dict[str, Any], reason: str) -> None:
+        """Tell the job's owner it failed for good (e.g. a webhook delivery is marked
+        failed instead of staying received); a failure to tell is logged."""
+        handler = self._on_give_up.get(job)
+        if handler is None:
+            return
+        try:
+            await handler(payload, reason)
+        except Exception as exc:
+            log.error("job.give_up_hook_failed job=%s error=%s", job, type(exc).__name__)
 
     def _record(self, job: str, outcome: str, seconds: float) -> None:
         self._telemetry.count(JOBS, job=job, outcome=outcome)
