@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from dependency_injector import providers
+from tests.factories import seed_gitlab_org
 from tests.gitlab_fake import FakeGitLab
 from tests.push_fake import FakePushService
 
@@ -65,24 +66,23 @@ async def _seed(
     # Cheap password hashing for the seeded users only: nobody logs in during the run.
     container.password_hasher.override(providers.Object(Argon2PasswordHasher(fast=True)))
     try:
-        user = await container.users().create("admin@bench.example", PASSWORD)
-        admin = Actor(user_id=user.id)
-        org = (await container.organizations().create(admin, "Bench")).org
-        await container.gitlab_integrations().update(
-            admin,
-            org.id,
-            base_url=gitlab.base_url,
-            token=gitlab.token,
+        seeded = await seed_gitlab_org(
+            container,
+            gitlab,
+            admin_email="admin@bench.example",
+            password=PASSWORD,
             webhook_secret=WEBHOOK_SECRET,
+            org_name="Bench",
+            project_name="Bench",
         )
-        project = await container.projects().create(admin, org.id, "Bench")
+        admin, org_id, project_id = seeded.admin, seeded.org_id, seeded.project_id
         tasks = container.tasks()
         links = container.gitlab_links()
 
         async def linked_task(title: str, urls: list[str]) -> str:
-            task = await tasks.create(admin, org.id, project.id, title)
+            task = await tasks.create(admin, org_id, project_id, title)
             for url in urls:
-                await links.link(admin, org.id, task.id, url)
+                await links.link(admin, org_id, task.id, url)
             return str(task.id)
 
         def url(project_path: str, iid: int) -> str:
@@ -110,8 +110,8 @@ async def _seed(
         for n in range(watchers):
             email = f"watcher{n}@bench.example"
             watcher = await users.create(email, PASSWORD)
-            await memberships.add(admin, org.id, email, "member")
-            await tasks.watch(Actor(user_id=watcher.id), org.id, push_task_id)
+            await memberships.add(admin, org_id, email, "member")
+            await tasks.watch(Actor(user_id=watcher.id), org_id, push_task_id)
             mine = [push.new_subscription() for _ in range(subscriptions_per_watcher)]
             subscriptions += mine
             service = container.push_subscriptions()
@@ -124,10 +124,10 @@ async def _seed(
                 )
                 for sub in mine
             )
-        issued = await container.api_tokens().issue(user.id, "bench", "read")
+        issued = await container.api_tokens().issue(seeded.admin_id, "bench", "read")
         return Seeded(
-            org_id=str(org.id),
-            admin_id=str(user.id),
+            org_id=str(org_id),
+            admin_id=str(seeded.admin_id),
             api_token=issued.plaintext,
             links_task_id=links_task_id,
             load_issues=load_issues,

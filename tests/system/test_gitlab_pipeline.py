@@ -20,6 +20,7 @@ import sqlalchemy as sa
 from cryptography.fernet import Fernet
 
 from tests.conftest import base_env
+from tests.factories import seed_gitlab_org
 from tests.gitlab_fake import FakeGitLab, Scripted
 from tests.system.processes import (
     SECRET,
@@ -31,7 +32,6 @@ from tests.system.processes import (
     wait_until,
 )
 from viarah.container import build_container, close_container
-from viarah.domain.shared.actor import Actor
 from viarah.settings import load_settings
 
 pytestmark = [pytest.mark.system, pytest.mark.postgres]
@@ -89,24 +89,22 @@ def _seed(env: dict[str, str], gitlab: FakeGitLab, tasks_per_issue: dict[int, in
     async def seed() -> str:
         container = build_container(load_settings(env).require_valid())
         try:
-            user = await container.users().create("admin@example.com", "correct horse")
-            admin = Actor(user_id=user.id)
-            org = (await container.organizations().create(admin, "Acme")).org
-            await container.gitlab_integrations().update(
-                admin,
-                org.id,
-                base_url=gitlab.base_url,
-                token=gitlab.token,
+            made = await seed_gitlab_org(
+                container,
+                gitlab,
+                admin_email="admin@example.com",
+                password="correct horse",
                 webhook_secret=WEBHOOK_SECRET,
             )
-            project = await container.projects().create(admin, org.id, "App")
+            admin, org_id = made.admin, made.org_id
             for iid, count in tasks_per_issue.items():
                 for n in range(count):
-                    task = await container.tasks().create(admin, org.id, project.id, f"T{iid}.{n}")
+                    title = f"T{iid}.{n}"
+                    task = await container.tasks().create(admin, org_id, made.project_id, title)
                     await container.gitlab_links().link(
-                        admin, org.id, task.id, f"{gitlab.base_url}/{PROJECT}/-/issues/{iid}"
+                        admin, org_id, task.id, f"{gitlab.base_url}/{PROJECT}/-/issues/{iid}"
                     )
-            return org.id
+            return org_id
         finally:
             await close_container(container)
 

@@ -24,6 +24,7 @@ from cryptography.fernet import Fernet
 from dependency_injector import providers
 
 from tests.conftest import base_env
+from tests.factories import seed_gitlab_org
 from tests.gitlab_fake import FakeGitLab
 from tests.push_fake import FakePushService
 from tests.system.processes import SECRET, Proc, clean_env, free_port, wait_http_ok
@@ -138,29 +139,26 @@ async def _seed(env: dict[str, str], gitlab: FakeGitLab, iid: int, watchers: int
     # Test-strength password hashing: seeding 21 users stays fast (logins still verify).
     container.password_hasher.override(providers.Object(Argon2PasswordHasher(fast=True)))
     try:
-        user = await container.users().create("admin@example.com", PASSWORD)
-        admin = Actor(user_id=user.id)
-        org = (await container.organizations().create(admin, "Acme")).org
-        await container.gitlab_integrations().update(
-            admin,
-            org.id,
-            base_url=gitlab.base_url,
-            token=gitlab.token,
+        made = await seed_gitlab_org(
+            container,
+            gitlab,
+            admin_email="admin@example.com",
+            password=PASSWORD,
             webhook_secret=WEBHOOK_SECRET,
         )
-        project = await container.projects().create(admin, org.id, "App")
-        task = await container.tasks().create(admin, org.id, project.id, TASK_TITLE)
+        admin, org_id = made.admin, made.org_id
+        task = await container.tasks().create(admin, org_id, made.project_id, TASK_TITLE)
         await container.gitlab_links().link(
-            admin, org.id, task.id, f"{gitlab.base_url}/{PROJECT}/-/issues/{iid}"
+            admin, org_id, task.id, f"{gitlab.base_url}/{PROJECT}/-/issues/{iid}"
         )
         ids: list[UserId] = []
         for n in range(watchers):
             email = f"watcher{n}@example.com"
             watcher = await container.users().create(email, PASSWORD)
-            await container.memberships().add(admin, org.id, email, "member")
-            await container.tasks().watch(Actor(user_id=watcher.id), org.id, task.id)
+            await container.memberships().add(admin, org_id, email, "member")
+            await container.tasks().watch(Actor(user_id=watcher.id), org_id, task.id)
             ids.append(watcher.id)
-        return Seeded(org.id, task.id, ids)
+        return Seeded(org_id, task.id, ids)
     finally:
         await close_container(container)
 
