@@ -150,32 +150,29 @@ def evaluate(results: dict[str, Any]) -> list[Target]:
         str(calls),
         "",
     )
-    took = _at(results, "refresh", "seconds_until_all_links_updated")
-    add(
+
+    def at_most(name: str, value: float | None, limit: float, unit: str) -> None:
+        add(
+            name,
+            f"<= {limit} {unit}",
+            value,
+            value is not None and value <= limit,
+            f"{value} {unit}",
+            _pct(value or 0, limit, lower_is_better=True),
+        )
+
+    at_most(
         "refresh fan-out: all links updated",
-        f"<= {REFRESH_SECONDS} s",
-        took,
-        took is not None and took <= REFRESH_SECONDS,
-        f"{took} s",
-        _pct(took or 0, REFRESH_SECONDS, lower_is_better=True),
+        _at(results, "refresh", "seconds_until_all_links_updated"),
+        REFRESH_SECONDS,
+        "s",
     )
-    rss = _at(results, "memory", "web_rss_mb")
-    add(
-        "web RSS after the runs",
-        f"<= {WEB_RSS_MB} MB",
-        rss,
-        rss is not None and rss <= WEB_RSS_MB,
-        f"{rss} MB",
-        _pct(rss or 0, WEB_RSS_MB, lower_is_better=True),
-    )
-    cold = _at(results, "cold_start", "max_seconds")
-    add(
+    at_most("web RSS after the runs", _at(results, "memory", "web_rss_mb"), WEB_RSS_MB, "MB")
+    at_most(
         "viarah serve cold start (worst run)",
-        f"<= {COLD_START_SECONDS} s",
-        cold,
-        cold is not None and cold <= COLD_START_SECONDS,
-        f"{cold} s",
-        _pct(cold or 0, COLD_START_SECONDS, lower_is_better=True),
+        _at(results, "cold_start", "max_seconds"),
+        COLD_START_SECONDS,
+        "s",
     )
     return targets
 
