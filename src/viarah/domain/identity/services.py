@@ -151,10 +151,9 @@ class Authentication:
             raise Unauthenticated("API token expired or revoked")
         if not user.is_active:
             raise Unauthenticated("invalid API token")
-        touched = token.used(now)
-        if touched is not None:  # at most once per LAST_USED_RESOLUTION
+        if token.used(now) is not None:  # at most once per LAST_USED_RESOLUTION
             async with self._uow() as uow:
-                await uow.api_tokens.touch(touched.id, now)
+                await uow.api_tokens.touch(token.id, now)
                 await uow.commit()
         return Actor(
             user_id=user.id,
