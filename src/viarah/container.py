@@ -18,12 +18,14 @@ import dramatiq
 from dependency_injector import containers, providers
 from dramatiq.brokers.redis import RedisBroker
 from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from viarah.adapters.crypto import keys as crypto_keys
 from viarah.adapters.crypto.passwords import Argon2PasswordHasher
 from viarah.adapters.crypto.secrets import FernetSecretBox, HmacKeyedHasher
 from viarah.adapters.db.engine import create_engine
 from viarah.adapters.db.jobs import SqlHeartbeatStore, SqlJobStore, database_answers
+from viarah.adapters.db.native import NativePool, native_pool_for
 from viarah.adapters.db.stats import read_backlog
 from viarah.adapters.db.uow import SqlUnitOfWork, is_connection_error
 from viarah.adapters.gitlab.http import HttpxGitLabClient
@@ -154,9 +156,9 @@ def _ttl(settings: Settings) -> timedelta:
     return timedelta(seconds=settings.gitlab_metadata_ttl_seconds)
 
 
-def _database_probe(engine: Any) -> Callable[[], Any]:
+def _database_probe(engine: Any, native: NativePool | None) -> Callable[[], Any]:
     async def probe() -> bool:
-        return await database_answers(engine)
+        return await database_answers(engine, native)
 
     return probe
 
@@ -168,6 +170,10 @@ def _broker_probe(queue: DramatiqJobQueue | InProcessJobQueue) -> Callable[[], A
         return await asyncio.to_thread(queue.ping)
 
     return probe
+
+
+def _native_pool(engine: AsyncEngine, settings: Settings) -> NativePool | None:
+    return native_pool_for(engine, size=settings.database_pool_size)
 
 
 class Container(containers.DeclarativeContainer):
@@ -185,7 +191,9 @@ class Container(containers.DeclarativeContainer):
     broker = providers.ThreadSafeSingleton(_broker, settings=settings)
     job_queue = providers.ThreadSafeSingleton(_job_queue, settings=settings, broker=broker)
 
-    uow = providers.Factory(SqlUnitOfWork, engine=engine, clock=clock)
+    #: PostgreSQL's units of work run on psycopg directly (None on SQLite).
+    native_pool = providers.ThreadSafeSingleton(_native_pool, engine=engine, settings=settings)
+    uow = providers.Factory(SqlUnitOfWork, engine=engine, clock=clock, native=native_pool)
 
     users = providers.Factory(Users, uow=uow.provider, clock=clock, hasher=password_hasher)
     authentication = providers.ThreadSafeSingleton(
@@ -260,7 +268,7 @@ class Container(containers.DeclarativeContainer):
         PushDispatcher, uow=uow.provider, clock=clock, sender=push_sender
     )
 
-    job_store = providers.ThreadSafeSingleton(SqlJobStore, engine=engine)
+    job_store = providers.ThreadSafeSingleton(SqlJobStore, engine=engine, native=native_pool)
     heartbeat_store = providers.ThreadSafeSingleton(SqlHeartbeatStore, engine=engine)
     job_handlers = providers.Callable(
         _job_handlers,
@@ -291,7 +299,7 @@ class Container(containers.DeclarativeContainer):
     presence = providers.Factory(WorkerPresence, store=heartbeat_store, clock=clock)
     health = providers.Factory(
         SystemHealth,
-        database=providers.Callable(_database_probe, engine=engine),
+        database=providers.Callable(_database_probe, engine=engine, native=native_pool),
         broker=providers.Callable(_broker_probe, queue=job_queue),
         presence=presence,
     )
@@ -314,6 +322,9 @@ async def close_container(container: Container) -> None:
     """Dispose of pooled connections (database engine, broker client, outbound HTTP)."""
     await container.push_http().aclose()
     await container.outbound_http().aclose()
+    native = container.native_pool()
+    if native is not None:
+        await native.close()
     engine = container.engine()
     await engine.dispose()
     broker = container.broker()

@@ -40,6 +40,11 @@ VARIABLES: tuple[Variable, ...] = (
         "postgres://, postgresql:// or sqlite:///path; empty = ./var/viarah.sqlite3",
     ),
     Variable(
+        "DATABASE_POOL_SIZE",
+        "10",
+        "PostgreSQL connections each process keeps for requests and jobs (at least 1)",
+    ),
+    Variable(
         "BROKER_URL",
         "",
         "redis://host:6379/0; empty = in-process queue (viarah serve only)",
@@ -131,6 +136,7 @@ class Settings:
     outbound_allowlist: tuple[str, ...]
     max_request_bytes: int
     log_level: str
+    database_pool_size: int = 10
     notices: tuple[str, ...] = field(default=(), compare=False)
     problems: tuple[str, ...] = field(default=(), compare=False)
 
@@ -311,6 +317,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         outbound_allowlist=allowlist,
         max_request_bytes=integer("VIA_RAH_MAX_REQUEST_BYTES", 1024),
         log_level=log_level,
+        database_pool_size=integer("DATABASE_POOL_SIZE", 1),
         notices=tuple(dict.fromkeys(notices)),
         problems=tuple(problems),
     )

@@ -17,6 +17,7 @@ from tests.fakes import FakeGitLab, FakePasswordHasher
 from viarah.adapters.crypto.secrets import FernetSecretBox, HmacKeyedHasher
 from viarah.adapters.db import tables as t
 from viarah.adapters.db.engine import create_engine
+from viarah.adapters.db.native import NativePool, native_pool_for
 from viarah.adapters.db.uow import SqlUnitOfWork
 from viarah.domain.gitlab.integrations import GitLabIntegrations
 from viarah.domain.gitlab.keys import StoredSecrets
@@ -42,12 +43,14 @@ class Services:
     secrets: StoredSecrets
 
 
-def services(engine: AsyncEngine, keys: tuple[str, ...], gitlab: FakeGitLab) -> Services:
+def services(
+    engine: AsyncEngine, native: NativePool | None, keys: tuple[str, ...], gitlab: FakeGitLab
+) -> Services:
     """The GitLab use cases on the SQL unit of work with real Fernet keys."""
     clock = SystemClock()
 
     def uow() -> SqlUnitOfWork:
-        return SqlUnitOfWork(engine, clock)
+        return SqlUnitOfWork(engine, clock, native=native)
 
     box = FernetSecretBox(keys)
     hasher = HmacKeyedHasher("server-secret-for-tests")
@@ -64,6 +67,7 @@ def services(engine: AsyncEngine, keys: tuple[str, ...], gitlab: FakeGitLab) -> 
 @dataclass
 class World(Services):
     engine: AsyncEngine
+    native: NativePool | None
     key: str
     gitlab: FakeGitLab
     admin: Actor
@@ -81,10 +85,11 @@ class World(Services):
 @pytest.fixture
 async def world(database_url: str) -> AsyncIterator[World]:
     engine = create_engine(database_url)
+    native = native_pool_for(engine, size=4)
     clock = SystemClock()
 
     def uow() -> SqlUnitOfWork:
-        return SqlUnitOfWork(engine, clock)
+        return SqlUnitOfWork(engine, clock, native=native)
 
     user = await Users(uow, clock, FakePasswordHasher()).create(
         "admin@example.com", "correct horse"
@@ -94,10 +99,11 @@ async def world(database_url: str) -> AsyncIterator[World]:
     project = await Projects(uow, clock).create(admin, org.id, "P")
     gitlab = FakeGitLab()
     key = Fernet.generate_key().decode()
-    parts = services(engine, (key,), gitlab)
+    parts = services(engine, native, (key,), gitlab)
     yield World(
         **vars(parts),
         engine=engine,
+        native=native,
         key=key,
         gitlab=gitlab,
         admin=admin,
@@ -105,6 +111,8 @@ async def world(database_url: str) -> AsyncIterator[World]:
         project_id=project.id,
         tasks=Tasks(uow, clock),
     )
+    if native is not None:
+        await native.close()
     await engine.dispose()
 
 
@@ -157,13 +165,13 @@ async def test_request_refresh_has_one_winner_under_concurrency(world: World) ->
     await _configure(world)
     task = await world.tasks.create(world.admin, world.org_id, world.project_id, "T")
     await world.links.link(world.admin, world.org_id, task.id, f"{BASE}/g/p/-/issues/3")
-    uow = SqlUnitOfWork(world.engine, SystemClock())
+    uow = SqlUnitOfWork(world.engine, SystemClock(), native=world.native)
     async with uow:
         await uow.gitlab_links.start_refresh(world.org_id, ("g/p", "issue", 3), SystemClock().now())
         await uow.commit()
 
     async def request() -> bool:
-        async with SqlUnitOfWork(world.engine, SystemClock()) as u:
+        async with SqlUnitOfWork(world.engine, SystemClock(), native=world.native) as u:
             won = await u.gitlab_links.request_refresh(
                 world.org_id, ("g/p", "issue", 3), SystemClock().now(), min_attempt_interval=None
             )
@@ -223,19 +231,19 @@ async def test_key_rotation_on_real_ciphertexts(world: World) -> None:
     await world.integrations.update(world.admin, world.org_id, signing_token="whsec_c2lnbmluZw==")
     new_key = Fernet.generate_key().decode()
     # The operator puts the new key first and keeps the old one after it, then rotates.
-    rotated = services(world.engine, (new_key, world.key), world.gitlab)
+    rotated = services(world.engine, world.native, (new_key, world.key), world.gitlab)
     progress: list[tuple[int, int]] = []
     report = await rotated.secrets.rotate(lambda done, total: progress.append((done, total)))
     assert (report.examined, report.rotated, report.failed) == (1, 1, [])
     assert progress[-1] == (1, 1)
     assert (await rotated.secrets.rotate()).rotated == 0  # idempotent
     # With the old key retired, every secret still decrypts and the token still validates.
-    only_new = services(world.engine, (new_key,), world.gitlab)
+    only_new = services(world.engine, world.native, (new_key,), world.gitlab)
     assert await only_new.secrets.undecryptable() == (2, [])
     validation = await only_new.integrations.validate(world.admin, world.org_id)
     assert (validation.status, validation.username) == ("valid", "ada")
     # ...while a server with only the old key can no longer read them.
-    only_old = services(world.engine, (world.key,), world.gitlab)
+    only_old = services(world.engine, world.native, (world.key,), world.gitlab)
     checked, broken = await only_old.secrets.undecryptable()
     assert checked == 2
     assert {b.field for b in broken} == {"token_ciphertext", "signing_token_ciphertext"}

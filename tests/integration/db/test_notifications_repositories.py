@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from tests.factories import browser_keys
 from tests.fakes import FakePasswordHasher, FakePushSender
 from viarah.adapters.db.engine import create_engine
+from viarah.adapters.db.native import NativePool, native_pool_for
 from viarah.adapters.db.uow import SqlUnitOfWork
 from viarah.domain.identity.services import Users
 from viarah.domain.notifications.delivery import (
@@ -35,6 +36,7 @@ from viarah.domain.shared.outbound import OutboundPolicy
 @dataclass
 class World:
     engine: AsyncEngine
+    native: NativePool | None
     subs: PushSubscriptions
     prefs: NotificationPreferences
     notifier: Notifier
@@ -63,10 +65,11 @@ class World:
 @pytest.fixture
 async def world(database_url: str) -> AsyncIterator[World]:
     engine = create_engine(database_url)
+    native = native_pool_for(engine, size=4)
     clock = SystemClock()
 
     def uow() -> SqlUnitOfWork:
-        return SqlUnitOfWork(engine, clock)
+        return SqlUnitOfWork(engine, clock, native=native)
 
     users = Users(uow, clock, FakePasswordHasher())
     admin_user = await users.create("admin@example.com", "correct horse")
@@ -81,6 +84,7 @@ async def world(database_url: str) -> AsyncIterator[World]:
     sender = FakePushSender()
     yield World(
         engine=engine,
+        native=native,
         subs=PushSubscriptions(uow, clock, OutboundPolicy()),
         prefs=NotificationPreferences(uow),
         notifier=Notifier(uow, clock),
@@ -91,6 +95,8 @@ async def world(database_url: str) -> AsyncIterator[World]:
         watcher=watcher,
         admin=admin,
     )
+    if native is not None:
+        await native.close()
     await engine.dispose()
 
 
@@ -161,7 +167,7 @@ async def test_lease_expiry_makes_a_claimed_delivery_due_again(world: World) -> 
     fan = await world.notifier.notify(world.event())
     assert fan.notification is not None
     clock = SystemClock()
-    async with SqlUnitOfWork(world.engine, clock) as uow:
+    async with SqlUnitOfWork(world.engine, clock, native=world.native) as uow:
         now = clock.now()
         claimed = await uow.push_deliveries.claim_due(
             fan.notification.id, now, now + timedelta(minutes=2), 10

@@ -132,7 +132,7 @@ def create_engine(database_url: str, *, pool_size: int = 10) -> AsyncEngine:
     engine = create_async_engine(
         url,
         pool_size=pool_size,
-        max_overflow=pool_size,
+        max_overflow=0,
         pool_timeout=5,
         connect_args={"connect_timeout": 5},
         hide_parameters=True,

@@ -30,13 +30,14 @@ import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from viarah.adapters.db import tables as t
 from viarah.adapters.db.engine import read_only_options
+from viarah.adapters.db.native import NativePool
 from viarah.domain.jobs.model import DISPATCH_TIMEOUT, Heartbeat, JobRecord, JobStatus
 
 _o = t.outbox.c
@@ -293,8 +294,9 @@ class _LoopQueue(Generic[K, T, R]):
 
 
 class SqlJobStore:
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, native: NativePool | None = None) -> None:
         self._engine = engine
+        self._native = native
         self._claims: _Grouped[tuple[str | None, timedelta | None], _ClaimCall, JobRecord | None]
         self._claims = _Grouped(self._claim_group)
         self._finishes: _Grouped[None, tuple[str, datetime], None] = _Grouped(self._finish_group)
@@ -308,7 +310,11 @@ class SqlJobStore:
     @asynccontextmanager
     async def _statement(self) -> AsyncIterator[AsyncConnection]:
         """A connection for one atomic statement, committed when the block ends."""
-        if self._autocommit is not None:
+        if self._native is not None:
+            async with self._native.statement() as native:
+                # NativeConnection implements the part of AsyncConnection used here.
+                yield cast(AsyncConnection, native)
+        elif self._autocommit is not None:
             async with self._autocommit.connect() as conn:
                 yield conn
         else:
@@ -338,7 +344,7 @@ class SqlJobStore:
     ) -> list[JobRecord]:
         params = _times(now, dead_after)
         params.update(dispatched_before=now - DISPATCH_TIMEOUT, limit=limit)
-        async with self._engine.connect() as conn:
+        async with self._statement() as conn:
             rows = (await conn.execute(_DUE_SELECT[dead_after is not None], params)).all()
         return [_record(row) for row in rows]
 
@@ -436,9 +442,14 @@ class SqlHeartbeatStore:
 _SELECT_1 = sa.text("SELECT 1")
 
 
-async def database_answers(engine: AsyncEngine) -> bool:
-    """True when a trivial query succeeds (health checks): one round trip on PostgreSQL."""
+async def database_answers(engine: AsyncEngine, native: NativePool | None = None) -> bool:
+    """True when a trivial query succeeds (health checks): one round trip on PostgreSQL,
+    on the pool the units of work use."""
     try:
+        if native is not None:
+            async with native.statement() as statement:
+                await statement.execute(_SELECT_1)
+            return True
         async with engine.connect() as conn:
             await conn.execution_options(**read_only_options(engine))
             await conn.execute(_SELECT_1)

@@ -5,8 +5,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from types import TracebackType
-from typing import Self
+from typing import Any, Self, cast
 
+import psycopg
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -16,6 +17,7 @@ from viarah.adapters.db import notifications as n
 from viarah.adapters.db import orgs as o
 from viarah.adapters.db import tables as t
 from viarah.adapters.db.engine import read_only_options
+from viarah.adapters.db.native import NativeConnection, NativePool
 from viarah.domain.shared.clock import Clock
 from viarah.domain.shared.errors import Unavailable
 from viarah.domain.shared.ids import new_id
@@ -28,6 +30,8 @@ DATABASE_UNAVAILABLE = "the database is unavailable; try again shortly"
 def is_connection_error(exc: BaseException) -> bool:
     """True for errors that mean 'cannot talk to the database', not 'bad query'."""
     if isinstance(exc, OperationalError | InterfaceError):
+        return True
+    if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):
         return True
     if isinstance(exc, DBAPIError) and exc.connection_invalidated:
         return True
@@ -45,18 +49,26 @@ class SqlOutbox:
 
 
 class SqlUnitOfWork:
-    """Implements every context's UnitOfWork Protocol on one database transaction."""
+    """Implements every context's UnitOfWork Protocol on one database transaction.
+
+    On PostgreSQL (``native`` given) the transaction runs on a psycopg connection of the
+    native pool (see ``native.py``); on SQLite on a SQLAlchemy connection. The
+    repositories are the same code on both.
+    """
 
     def __init__(
         self,
         engine: AsyncEngine,
         clock: Clock,
         on_jobs_committed: Callable[[], None] | None = None,
+        native: NativePool | None = None,
     ) -> None:
         self._engine = engine
         self._clock = clock
         self._on_jobs_committed = on_jobs_committed
+        self._native = native
         self._conn: AsyncConnection | None = None
+        self._raw: psycopg.AsyncConnection[Any] | None = None
         self._read_only = False
         self.outbox = SqlOutbox()
 
@@ -67,6 +79,8 @@ class SqlUnitOfWork:
         return self
 
     async def __aenter__(self) -> Self:
+        if self._native is not None:
+            return await self._enter_native(self._native)
         try:
             self._conn = await self._engine.connect()
             if self._read_only:  # the first read begins (SQLite) or runs on its own (PG)
@@ -81,7 +95,22 @@ class SqlUnitOfWork:
                 log.error("db.unavailable error=%s", type(exc).__name__)
                 raise Unavailable(DATABASE_UNAVAILABLE) from exc
             raise
-        conn = self._conn
+        return self._with_repositories(self._conn)
+
+    async def _enter_native(self, native: NativePool) -> Self:
+        try:
+            self._raw = await native.acquire(autocommit=self._read_only)
+        except Exception as exc:
+            if is_connection_error(exc):
+                log.error("db.unavailable error=%s", type(exc).__name__)
+                raise Unavailable(DATABASE_UNAVAILABLE) from exc
+            raise
+        # The repositories are typed against SQLAlchemy's connection; NativeConnection
+        # implements the part of it they use (execute, begin_nested, dialect).
+        return self._with_repositories(cast(AsyncConnection, NativeConnection(self._raw, native)))
+
+    def _with_repositories(self, conn: AsyncConnection) -> Self:
+        self._conn = conn
         self.users = i.SqlUserRepository(conn)
         self.sessions = i.SqlSessionRepository(conn)
         self.api_tokens = i.SqlApiTokenRepository(conn)
@@ -109,6 +138,13 @@ class SqlUnitOfWork:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        raw, self._raw = self._raw, None
+        if raw is not None:
+            assert self._native is not None
+            await self._native.release(raw)
+            self._conn = None
+            self._raise_unavailable_for(exc)
+            return
         conn, self._conn = self._conn, None
         if conn is None:
             return
@@ -119,6 +155,10 @@ class SqlUnitOfWork:
             log.debug("db.rollback_failed", exc_info=True)
         finally:
             await conn.close()
+        self._raise_unavailable_for(exc)
+
+    @staticmethod
+    def _raise_unavailable_for(exc: BaseException | None) -> None:
         if exc is not None and is_connection_error(exc):
             log.error("db.unavailable error=%s", type(exc).__name__)
             raise Unavailable(DATABASE_UNAVAILABLE) from exc
@@ -144,13 +184,19 @@ class SqlUnitOfWork:
                     for job in jobs
                 ],
             )
-        await self._conn.commit()
-        await self._conn.begin()
+        if self._raw is not None:
+            await self._raw.commit()  # psycopg begins the next transaction itself
+        else:
+            await self._conn.commit()
+            await self._conn.begin()
         if jobs and self._on_jobs_committed is not None:
             self._on_jobs_committed()
 
     async def rollback(self) -> None:
         assert self._conn is not None, "rollback outside 'async with'"
         self.outbox.pending = []
-        await self._conn.rollback()
-        await self._conn.begin()
+        if self._raw is not None:
+            await self._raw.rollback()
+        else:
+            await self._conn.rollback()
+            await self._conn.begin()
