@@ -23,7 +23,7 @@ from bench.machine import (
     require_tools,
     rss_mb,
 )
-from bench.pipeline_runs import PushYardsticks, push_fanout, refresh_fanout, wait_idle
+from bench.pipeline_runs import PushYardsticks, push_fanout, refresh_fanout, settle, wait_idle
 from bench.report import LINKS_RPS, WEBHOOK_RPS, evaluate, table, write_json
 from bench.seed import seed
 from bench.stack import Stack, StackFailed, os_environ_admin_url, server_versions, wait_for
@@ -235,7 +235,7 @@ def run_all(
                 drain_meter = cpu_meter()
                 run["drain"] = http.drain(prefix, wrk.requests - wrk.non_2xx, conns)
                 run["drain"]["cpu_cores"] = drain_meter.stop()
-            wait_idle(stack)
+            run["settle_seconds"] = round(settle(stack), 2)
             return run
 
         results["webhook"] = {}
@@ -290,7 +290,7 @@ def run_all(
                 run["purpose"] = purpose
                 if what == "webhook":
                     run["drain"] = http.drain(prefix, run["ok"], 0)
-                    wait_idle(stack)
+                    run["settle_seconds"] = round(settle(stack), 2)
                 results["open_loop"][what].append(run)
             if target > measured:
                 results["open_loop"][what].append(

@@ -6,7 +6,8 @@ Against PostgreSQL (the server's ``postgres`` database, read-only queries), in t
 process: CPU and wall time per operation for psycopg's sync and async connections, a
 SQLAlchemy statement on ViaRah's engine, a unit-of-work-shaped transaction (checkout,
 ``BEGIN``, statement, ``ROLLBACK``), a Core ``select`` built per call, and the pool's
-checkout with ``pool_pre_ping`` against ViaRah's idle-only ping.
+checkout with ``pool_pre_ping`` against ViaRah's idle-only ping; then the same through
+ViaRah's native PostgreSQL path (``viarah.adapters.db.native``).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from bench.stack import os_environ_admin_url
 from viarah.adapters.db.engine import async_url, create_engine
+from viarah.adapters.db.native import NativePool
 
 
 async def _measure(name: str, op: Callable[[], Awaitable[object]], n: int) -> None:
@@ -85,6 +87,24 @@ async def _run(url: str, n: int) -> None:
 
     await _measure("unit of work: checkout, BEGIN, SELECT 1, ROLLBACK", unit_of_work(engine), n)
     await _measure("  the same with pool_pre_ping=True", unit_of_work(pre_ping), n)
+
+    native = NativePool(engine, size=4)
+
+    async def native_checkout() -> object:
+        async with native.statement() as statement:
+            return (await statement.execute(one)).first()
+
+    await _measure("native pool: checkout (autocommit), SELECT 1, release", native_checkout, n)
+    async with native.statement() as held:
+
+        async def native_built() -> object:
+            query = sa.select(tables.c.oid, tables.c.relname).where(
+                tables.c.relname == "pg_class", tables.c.relkind == "r"
+            )
+            return (await held.execute(query)).first()
+
+        await _measure("native connection: Core select built per call", native_built, n)
+    await native.close()
     await engine.dispose()
     await pre_ping.dispose()
 

@@ -55,6 +55,13 @@ def wait_idle(stack: Stack, timeout: float = 300) -> float:
     return wait_for(stack.pipeline_idle, timeout=timeout, what="the worker to go idle", every=0.2)
 
 
+def settle(stack: Stack) -> float:
+    """After a webhook burst: the worker idle, then the database vacuumed and
+    checkpointed, so that the next scenario starts on a quiet machine."""
+    wait_idle(stack)
+    return stack.settle_database()
+
+
 # -- refresh fan-out -------------------------------------------------------------------
 
 
