@@ -165,6 +165,20 @@ outbox = sa.Table(
     sa.Column("finished_at", UTCDateTime, nullable=True),
     sa.Column("last_error", sa.String(1000), nullable=True),
     sa.Index("ix_outbox_status_available_at", "status", "available_at"),
+    # The relay's due-job search: dispatched jobs never claimed, running jobs whose claim
+    # expired (migration 0004 says why).
+    sa.Index(
+        "ix_outbox_dispatched_at",
+        "dispatched_at",
+        postgresql_where=sa.text("status = 'dispatched'"),
+        sqlite_where=sa.text("status = 'dispatched'"),
+    ),
+    sa.Index(
+        "ix_outbox_running_locked_until",
+        "locked_until",
+        postgresql_where=sa.text("status = 'running'"),
+        sqlite_where=sa.text("status = 'running'"),
+    ),
 )
 
 worker_heartbeats = sa.Table(
