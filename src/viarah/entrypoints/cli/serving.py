@@ -18,6 +18,7 @@ from viarah.entrypoints.cli.common import (
     load,
     require_migrated,
 )
+from viarah.entrypoints.heap import freeze_when_started
 from viarah.entrypoints.worker.inprocess import InProcessWorker
 from viarah.entrypoints.worker.process import PERIODIC_JOBS, run_worker
 from viarah.entrypoints.worker.runtime import DramatiqWorkerRuntime
@@ -109,6 +110,7 @@ def serve(args: argparse.Namespace) -> int:
         on_startup.append(worker.start)
         on_shutdown.append(worker.stop)
         queue = "in-process queue"
+    on_startup.append(freeze_when_started)  # last: startup's objects are long-lived
     app = create_app(container, on_startup=on_startup, on_shutdown=on_shutdown)
     where = f"{describe_database(settings)}, {queue}"
     print(f"viarah: serving on http://{args.host}:{args.port} ({where})", flush=True)
@@ -145,7 +147,7 @@ def web(args: argparse.Namespace) -> int:
             timeout_graceful_shutdown=8,
         )
         return 0
-    app = load_app_factory()(build_container(settings))
+    app = load_app_factory()(build_container(settings), on_startup=[freeze_when_started])
     return run_uvicorn(app, host=args.host, port=args.port, log_level=settings.log_level)
 
 

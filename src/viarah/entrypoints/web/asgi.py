@@ -9,6 +9,7 @@ from __future__ import annotations
 from litestar import Litestar
 
 from viarah.container import build_container
+from viarah.entrypoints.heap import freeze_when_started
 from viarah.entrypoints.web.app import create_app
 from viarah.settings import load_settings
 
@@ -16,4 +17,5 @@ from viarah.settings import load_settings
 def app_from_environment() -> Litestar:
     """The HTTP API configured from the environment (and ``.env``); refuses bad settings."""
     settings = load_settings().require_valid()
-    return create_app(build_container(settings))
+    # Last startup hook: what startup built is long-lived (entrypoints/heap.py).
+    return create_app(build_container(settings), on_startup=[freeze_when_started])

@@ -27,6 +27,7 @@ from types import FrameType
 
 from viarah.container import CHECK_TOKEN_EXPIRY_JOB, PURGE_SESSIONS_JOB
 from viarah.domain.shared.errors import DomainError
+from viarah.entrypoints.heap import freeze_startup_objects
 from viarah.entrypoints.worker.background import PURGE_INTERVAL_SECONDS, PeriodicJob
 from viarah.entrypoints.worker.runtime import DEFAULT_STOP_TIMEOUT_SECONDS, DramatiqWorkerRuntime
 from viarah.entrypoints.worker.status import configure_logging, say
@@ -76,6 +77,7 @@ def run_single(
         _install_stop_handlers(stop)
 
     def ready() -> None:
+        freeze_startup_objects()  # short full collections from now on (entrypoints/heap.py)
         if announce:
             say("worker: ready")
         if on_ready is not None:
