@@ -155,6 +155,7 @@ class Prepared:
         "bind_processors",
         "compiled",
         "escaped",
+        "processed_columns",
         "result_processors",
         "row_type",
         "sql",
@@ -172,6 +173,12 @@ class Prepared:
         self.result_processors: list[Callable[[Any], Any] | None] = [
             c.type._cached_result_processor(dialect, None) for c in columns
         ]
+        #: (index, processor) of the columns that have a result processor.
+        self.processed_columns = tuple(
+            (index, process)
+            for index, process in enumerate(self.result_processors)
+            if process is not None
+        )
         self._text_rows: tuple[tuple[str, ...], type[tuple[Any, ...]]] | None = None
         if compiled.insert_prefetch or compiled.update_prefetch:
             raise NotImplementedError("Python-side column defaults are not supported here")
@@ -340,7 +347,8 @@ class NativeConnection:
                     await cursor.executemany(sql, driver)
                     return NativeResult([], cursor.rowcount)
                 await cursor.execute(sql, driver[0] if driver else None)
-                if cursor.description is None:
+                result = cursor.pgresult  # not .description: it builds column objects
+                if result is None or not result.nfields:
                     return NativeResult([], cursor.rowcount)
                 rows = await cursor.fetchall()
                 return NativeResult(self._rows(prepared, cursor, rows), cursor.rowcount)
@@ -353,18 +361,18 @@ class NativeConnection:
         if row_type is None:  # text(): names from the driver, values as they come
             row_type = prepared.text_row_type(cursor.description)
             return [row_type(*row) for row in rows]
-        processors = prepared.result_processors
-        if not any(processors):
+        processed = prepared.processed_columns
+        if not processed:
             return [row_type(*row) for row in rows]
-        return [
-            row_type(
-                *(
-                    value if proc is None or value is None else proc(value)
-                    for proc, value in zip(processors, row, strict=True)
-                )
-            )
-            for row in rows
-        ]
+        typed = []
+        for row in rows:
+            values = list(row)
+            for index, process in processed:
+                value = values[index]
+                if value is not None:
+                    values[index] = process(value)
+            typed.append(row_type(*values))
+        return typed
 
     async def exec_driver_sql(self, sql: str) -> None:
         try:
