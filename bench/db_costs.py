@@ -16,6 +16,7 @@ import argparse
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import psycopg
 import sqlalchemy as sa
@@ -34,6 +35,21 @@ async def _measure(name: str, op: Callable[[], Awaitable[object]], n: int) -> No
         await op()
     cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
     print(f"{name:58s} {cpu / n * 1e6:7.0f} µs CPU  {wall / n * 1e6:7.0f} µs wall", flush=True)
+
+
+_PG_CLASS = sa.table("pg_class", sa.column("oid"), sa.column("relname"), sa.column("relkind"))
+
+
+def _built_select(execute: Callable[[Any], Awaitable[Any]]) -> Callable[[], Awaitable[object]]:
+    """A Core select with two conditions, built anew on every call, run by ``execute``."""
+
+    async def op() -> object:
+        query = sa.select(_PG_CLASS.c.oid, _PG_CLASS.c.relname).where(
+            _PG_CLASS.c.relname == "pg_class", _PG_CLASS.c.relkind == "r"
+        )
+        return (await execute(query)).first()
+
+    return op
 
 
 async def _run(url: str, n: int) -> None:
@@ -63,15 +79,9 @@ async def _run(url: str, n: int) -> None:
         return (await conn.execute(one)).first()
 
     await _measure("SQLAlchemy: SELECT 1 in an open transaction", sa_statement, n)
-    tables = sa.table("pg_class", sa.column("oid"), sa.column("relname"), sa.column("relkind"))
-
-    async def built_select() -> object:
-        query = sa.select(tables.c.oid, tables.c.relname).where(
-            tables.c.relname == "pg_class", tables.c.relkind == "r"
-        )
-        return (await conn.execute(query)).first()
-
-    await _measure("SQLAlchemy: Core select built per call, 2 conditions", built_select, n)
+    await _measure(
+        "SQLAlchemy: Core select built per call, 2 conditions", _built_select(conn.execute), n
+    )
     await conn.rollback()
     await conn.close()
 
@@ -96,14 +106,9 @@ async def _run(url: str, n: int) -> None:
 
     await _measure("native pool: checkout (autocommit), SELECT 1, release", native_checkout, n)
     async with native.statement() as held:
-
-        async def native_built() -> object:
-            query = sa.select(tables.c.oid, tables.c.relname).where(
-                tables.c.relname == "pg_class", tables.c.relkind == "r"
-            )
-            return (await held.execute(query)).first()
-
-        await _measure("native connection: Core select built per call", native_built, n)
+        await _measure(
+            "native connection: Core select built per call", _built_select(held.execute), n
+        )
     await native.close()
     await engine.dispose()
     await pre_ping.dispose()
