@@ -111,7 +111,7 @@ async def _run(stack: Stack, seeded: Any, n: int, profile: str | None) -> None:
     app = create_app(container)
     calls: dict[str, Call] = {}
     gc.callbacks.append(_gc_clock)
-    async with app.lifespan() if hasattr(app, "lifespan") else _nothing():
+    async with app.lifespan():
         calls["healthz"] = _asgi_call(app, "GET", "/healthz", [], b"")
         calls["links"] = _asgi_call(
             app,
@@ -147,14 +147,6 @@ async def _run(stack: Stack, seeded: Any, n: int, profile: str | None) -> None:
                 await calls[profile]()
             prof.disable()
             pstats.Stats(prof).sort_stats("cumulative").print_stats(60)
-
-
-class _nothing:
-    async def __aenter__(self) -> None:
-        return None
-
-    async def __aexit__(self, *exc: object) -> None:
-        return None
 
 
 def main() -> None:

@@ -10,8 +10,9 @@ round trip and each statement compiled, once per job):
   same row waits for the first one's row lock, re-checks the condition and gets nothing;
 - ``finish``, ``retry_later``, ``give_up`` and ``release`` are single ``UPDATE``s.
 
-On PostgreSQL they run on an autocommit connection: a lone statement is atomic anyway,
-and it spares the ``BEGIN`` and ``COMMIT`` round trips. On SQLite (the embedded
+On PostgreSQL they run on an autocommit connection of the native pool (``native.py``): a
+lone statement is atomic anyway, and it spares the ``BEGIN`` and ``COMMIT`` round trips.
+On SQLite (the embedded
 ``viarah serve``) they run in the engine's ``BEGIN IMMEDIATE`` transaction as before; its
 statements do not leave the process. The statements are built once (bound parameters),
 so SQLAlchemy finds them in its compiled cache without rebuilding them for every job.
@@ -300,23 +301,17 @@ class SqlJobStore:
         self._claims: _Grouped[tuple[str | None, timedelta | None], _ClaimCall, JobRecord | None]
         self._claims = _Grouped(self._claim_group)
         self._finishes: _Grouped[None, tuple[str, datetime], None] = _Grouped(self._finish_group)
-        # Shares the engine's pool; each checkout is switched to autocommit and back.
-        self._autocommit: AsyncEngine | None = (
-            engine.execution_options(isolation_level="AUTOCOMMIT")
-            if engine.dialect.name == "postgresql"
-            else None
-        )
+        self._postgres = engine.dialect.name == "postgresql"
 
     @asynccontextmanager
     async def _statement(self) -> AsyncIterator[AsyncConnection]:
-        """A connection for one atomic statement, committed when the block ends."""
+        """A connection for one atomic statement, committed when the block ends: on
+        PostgreSQL a native connection in autocommit (one round trip), else a transaction
+        (SQLite's ``BEGIN IMMEDIATE``)."""
         if self._native is not None:
             async with self._native.statement() as native:
                 # NativeConnection implements the part of AsyncConnection used here.
                 yield cast(AsyncConnection, native)
-        elif self._autocommit is not None:
-            async with self._autocommit.connect() as conn:
-                yield conn
         else:
             async with self._engine.begin() as conn:
                 yield conn
@@ -327,7 +322,7 @@ class SqlJobStore:
         params = _times(now, dead_after)
         params.update(dispatched_before=now - DISPATCH_TIMEOUT, limit=limit)
         async with self._statement() as conn:
-            statement = _TAKE_DUE[dead_after is not None, self._autocommit is not None]
+            statement = _TAKE_DUE[dead_after is not None, self._postgres]
             rows = (await conn.execute(statement, params)).all()
         records = [_record(row) for row in rows]
         records.sort(key=lambda record: (record.available_at, record.id))  # oldest first

@@ -283,20 +283,11 @@ class NativeResult:
             raise sa.exc.NoResultFound() if not self._rows else sa.exc.MultipleResultsFound()
         return self._rows[0]
 
-    def one_or_none(self) -> Any:
-        if len(self._rows) > 1:
-            raise sa.exc.MultipleResultsFound()
-        return self._rows[0] if self._rows else None
-
     def scalar(self) -> Any:
         return self._rows[0][0] if self._rows else None
 
     def scalar_one(self) -> Any:
         return self.one()[0]
-
-    def scalar_one_or_none(self) -> Any:
-        row = self.one_or_none()
-        return None if row is None else row[0]
 
     def scalars(self) -> NativeResult:
         return NativeResult([row[0] for row in self._rows], self.rowcount)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from types import TracebackType
 from typing import Any, Self, cast
 
@@ -60,12 +59,10 @@ class SqlUnitOfWork:
         self,
         engine: AsyncEngine,
         clock: Clock,
-        on_jobs_committed: Callable[[], None] | None = None,
         native: NativePool | None = None,
     ) -> None:
         self._engine = engine
         self._clock = clock
-        self._on_jobs_committed = on_jobs_committed
         self._native = native
         self._conn: AsyncConnection | None = None
         self._raw: psycopg.AsyncConnection[Any] | None = None
@@ -189,8 +186,6 @@ class SqlUnitOfWork:
         else:
             await self._conn.commit()
             await self._conn.begin()
-        if jobs and self._on_jobs_committed is not None:
-            self._on_jobs_committed()
 
     async def rollback(self) -> None:
         assert self._conn is not None, "rollback outside 'async with'"
