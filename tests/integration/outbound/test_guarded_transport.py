@@ -12,6 +12,7 @@ import httpcore
 import httpx
 import pytest
 
+from tests.fakes.resolver import FakeResolver
 from tests.gitlab_fake import DEFAULT_TOKEN, FakeGitLab, Scripted, self_signed_tls
 from viarah.adapters.outbound.clients import GuardedHttpClients
 from viarah.adapters.outbound.guarded import GuardedNetworkBackend
@@ -19,20 +20,6 @@ from viarah.domain.shared.outbound import OutboundPolicy, OutboundRefused
 
 TOKEN = {"PRIVATE-TOKEN": DEFAULT_TOKEN}
 FAST = httpx.Timeout(5.0, connect=2.0, read=0.5, write=2.0, pool=2.0)
-
-
-class FakeResolver:
-    """Names resolve to what the test says; every lookup is counted."""
-
-    def __init__(self, answers: dict[str, list[str]]) -> None:
-        self.answers = answers
-        self.lookups: list[str] = []
-
-    async def __call__(self, host: str, port: int) -> list[str]:
-        self.lookups.append(host)
-        if host not in self.answers:
-            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
-        return self.answers[host]
 
 
 class SpyBackend(httpcore.AsyncNetworkBackend):

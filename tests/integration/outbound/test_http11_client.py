@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import httpx
 import pytest
 
+from tests.fakes.resolver import FakeResolver
 from tests.gitlab_fake import self_signed_tls
 from viarah.adapters.outbound.http11 import GuardedHttp11Clients
 from viarah.domain.shared.outbound import OutboundPolicy, OutboundRefused
@@ -131,18 +132,6 @@ def serve() -> Iterator[Callable[..., RawServer]]:
 
 def always(answer: bytes, then: str = "keep") -> Script:
     return lambda _request, _index: (answer, then)
-
-
-class CountingResolver:
-    def __init__(self, answers: dict[str, list[str]]) -> None:
-        self.answers = answers
-        self.lookups: list[str] = []
-
-    async def __call__(self, host: str, port: int) -> list[str]:
-        self.lookups.append(host)
-        if host not in self.answers:
-            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
-        return self.answers[host]
 
 
 def client(policy: OutboundPolicy = LOOPBACK, **options: object) -> GuardedHttp11Clients:
@@ -429,7 +418,7 @@ async def test_a_closed_port_and_an_unknown_name_are_connect_errors() -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    http = client(OutboundPolicy(["127.0.0.1", "nowhere.test"]), resolver=CountingResolver({}))
+    http = client(OutboundPolicy(["127.0.0.1", "nowhere.test"]), resolver=FakeResolver({}))
     with pytest.raises(httpx.ConnectError):
         await post(http, port)
     with pytest.raises(httpx.ConnectError):
@@ -444,7 +433,7 @@ async def test_tls_checks_the_certificate_and_sends_the_host_name_while_connecti
 ) -> None:
     server_tls, client_tls = self_signed_tls("push.test")
     server = serve(always(OK), tls=server_tls)
-    resolver = CountingResolver({"push.test": ["127.0.0.1"], "other.test": ["127.0.0.1"]})
+    resolver = FakeResolver({"push.test": ["127.0.0.1"], "other.test": ["127.0.0.1"]})
     http = client(OutboundPolicy(["127.0.0.1"]), ssl_context=client_tls, resolver=resolver)
 
     first = await post(http, server.port, host="push.test", scheme="https")
@@ -487,7 +476,7 @@ async def test_every_resolved_address_is_checked_before_connecting(
     serve: Callable[..., RawServer], answers: list[str], why: str
 ) -> None:
     server = serve(always(OK))
-    resolver = CountingResolver({"mixed.test": answers})
+    resolver = FakeResolver({"mixed.test": answers})
     http = client(OutboundPolicy(["127.0.0.1", "169.254.0.0/16"]), resolver=resolver)
     with pytest.raises(OutboundRefused, match=why):
         await post(http, server.port, host="mixed.test")
@@ -500,7 +489,7 @@ async def test_odd_numeric_spellings_are_refused_without_a_lookup(
     serve: Callable[..., RawServer], host: str
 ) -> None:
     server = serve(always(OK))
-    resolver = CountingResolver({})
+    resolver = FakeResolver({})
     with pytest.raises(OutboundRefused):
         await post(client(resolver=resolver), server.port, host=host)
     assert resolver.lookups == []
@@ -511,7 +500,7 @@ async def test_the_connection_goes_to_the_checked_address_and_is_reused_without_
     serve: Callable[..., RawServer],
 ) -> None:
     server = serve(always(OK))
-    resolver = CountingResolver({"push.test": ["127.0.0.1"]})
+    resolver = FakeResolver({"push.test": ["127.0.0.1"]})
     http = client(OutboundPolicy(["127.0.0.1"]), resolver=resolver)
     for _ in range(3):
         assert (await post(http, server.port, host="push.test")).status == 201

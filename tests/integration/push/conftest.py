@@ -12,7 +12,8 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 
 from tests.fakes import FakeClock
-from tests.integration.push.helpers import LOOPBACK, FakeResolver, make_sender
+from tests.fakes.resolver import FakeResolver
+from tests.integration.push.helpers import LOOPBACK, make_sender
 from tests.push_fake import FakePushService
 from viarah.adapters.crypto.vapid import generate_vapid_keypair
 from viarah.adapters.push import WebPushSender

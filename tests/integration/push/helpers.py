@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import socket
 import ssl
 from typing import Any
 
 from tests.fakes import FakeClock
+from tests.fakes.resolver import FakeResolver
 from viarah.adapters.outbound.http11 import GuardedHttp11Clients
 from viarah.adapters.push import WebPushSender
 from viarah.adapters.push.transport import PUSH_MAX_CONNECTIONS
@@ -15,20 +15,6 @@ from viarah.domain.shared.outbound import OutboundPolicy
 
 SUBJECT = "mailto:push-ops@example.com"
 LOOPBACK = ("127.0.0.1",)
-
-
-class FakeResolver:
-    """Names resolve to what the test says (everything else: unknown); lookups counted."""
-
-    def __init__(self, answers: dict[str, list[str]] | None = None) -> None:
-        self.answers = dict(answers or {})
-        self.lookups: list[str] = []
-
-    async def __call__(self, host: str, port: int) -> list[str]:
-        self.lookups.append(host)
-        if host not in self.answers:
-            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
-        return self.answers[host]
 
 
 def target_of(subscription: dict[str, Any]) -> PushTarget:

@@ -8,8 +8,9 @@ from datetime import timedelta
 import pytest
 
 from tests.fakes import FakeClock
+from tests.fakes.resolver import FakeResolver
 from tests.gitlab_fake import http_date
-from tests.integration.push.helpers import FakeResolver, make_sender, target_of
+from tests.integration.push.helpers import make_sender, target_of
 from tests.push_fake import Answer, FakePushService
 from viarah.adapters.push import WebPushSender
 from viarah.domain.notifications.push import PushMessage

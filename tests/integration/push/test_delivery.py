@@ -9,8 +9,9 @@ from datetime import timedelta
 import pytest
 
 from tests.fakes import FakeClock
+from tests.fakes.resolver import FakeResolver
 from tests.gitlab_fake import self_signed_tls
-from tests.integration.push.helpers import SUBJECT, FakeResolver, make_sender, target_of
+from tests.integration.push.helpers import SUBJECT, make_sender, target_of
 from tests.push_fake import FakePushService
 from viarah.adapters.outbound.http11 import GuardedHttp11Clients
 from viarah.adapters.push import WebPushSender

@@ -7,7 +7,8 @@ from collections.abc import AsyncIterator
 import pytest
 
 from tests.fakes import FakeClock
-from tests.integration.push.helpers import LOOPBACK, SUBJECT, FakeResolver, target_of
+from tests.fakes.resolver import FakeResolver
+from tests.integration.push.helpers import LOOPBACK, SUBJECT, target_of
 from tests.push_fake import Answer, FakePushService
 from viarah.adapters.metrics.prometheus import PrometheusTelemetry
 from viarah.adapters.outbound.http11 import GuardedHttp11Clients

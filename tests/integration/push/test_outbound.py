@@ -7,7 +7,8 @@ from __future__ import annotations
 import pytest
 
 from tests.fakes import FakeClock
-from tests.integration.push.helpers import FakeResolver, make_sender, target_of
+from tests.fakes.resolver import FakeResolver
+from tests.integration.push.helpers import make_sender, target_of
 from tests.push_fake import FakePushService
 from viarah.adapters.push import WebPushSender
 from viarah.domain.notifications.push import PushMessage, PushResult

@@ -8,7 +8,8 @@ from datetime import timedelta
 import httpx
 
 from tests.fakes import FakeClock
-from tests.integration.push.helpers import FakeResolver, make_sender, target_of
+from tests.fakes.resolver import FakeResolver
+from tests.integration.push.helpers import make_sender, target_of
 from tests.push_fake import FakePushService
 from viarah.adapters.push import WebPushSender, crypto_floor_operation
 from viarah.adapters.push.vapid_jwt import VapidSigner

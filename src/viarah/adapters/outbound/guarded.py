@@ -60,6 +60,34 @@ def refusals_logged() -> Iterator[None]:
 
 
 Resolver = Callable[[str, int], Awaitable[list[str]]]
+
+
+async def resolve_addresses(
+    resolver: Resolver,
+    host: str,
+    port: int,
+    limit: float | None,
+    *,
+    timed_out: type[Exception],
+    failed: type[Exception],
+) -> list[str]:
+    """The addresses of ``host`` (an IP literal is its own address), within ``limit``
+    seconds; ``timed_out`` or ``failed`` (the caller's HTTP library's errors) otherwise."""
+    try:  # an IP literal needs no lookup
+        return [str(parse_address(normalize_host(host)))]
+    except ValueError:
+        pass
+    try:
+        addresses = await asyncio.wait_for(resolver(host, port), limit)
+    except TimeoutError:
+        raise timed_out(f"resolving {host} timed out") from None
+    except (OSError, UnicodeError) as exc:
+        raise failed(f"cannot resolve {host}: {exc}") from None
+    if not addresses:
+        raise failed(f"cannot resolve {host}: no address")
+    return addresses
+
+
 """``(host, port) -> [ip, ...]`` in preference order; raises ``OSError`` when unresolvable."""
 
 
@@ -133,19 +161,14 @@ class GuardedNetworkBackend(httpcore.AsyncNetworkBackend):
         await self._inner.sleep(seconds)
 
     async def _resolve(self, host: str, port: int, limit: float | None) -> list[str]:
-        try:  # an IP literal needs no lookup
-            return [str(parse_address(normalize_host(host)))]
-        except ValueError:
-            pass
-        try:
-            addresses = await asyncio.wait_for(self._resolver(host, port), limit)
-        except TimeoutError:
-            raise httpcore.ConnectTimeout(f"resolving {host} timed out") from None
-        except (OSError, UnicodeError) as exc:
-            raise httpcore.ConnectError(f"cannot resolve {host}: {exc}") from None
-        if not addresses:
-            raise httpcore.ConnectError(f"cannot resolve {host}: no address")
-        return addresses
+        return await resolve_addresses(
+            self._resolver,
+            host,
+            port,
+            limit,
+            timed_out=httpcore.ConnectTimeout,
+            failed=httpcore.ConnectError,
+        )
 
 
 # Most specific first: the first match wins.

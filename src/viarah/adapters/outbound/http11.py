@@ -49,12 +49,15 @@ from dataclasses import dataclass
 
 import httpx
 
-from viarah.adapters.outbound.guarded import Resolver, refusals_logged, system_resolver
+from viarah.adapters.outbound.guarded import (
+    Resolver,
+    refusals_logged,
+    resolve_addresses,
+    system_resolver,
+)
 from viarah.adapters.outbound.http11_parser import Http11Answer, ResponseParser
 from viarah.domain.shared.outbound import (
     OutboundPolicy,
-    normalize_host,
-    parse_address,
 )
 
 DEFAULT_MAX_BODY = 64 * 1024
@@ -349,21 +352,14 @@ class _OriginPool:
         raise httpx.ConnectError(f"cannot connect to {host}: {last!r}")
 
     async def _resolve(self, deadline: float) -> list[str]:
-        host = self._host
-        try:  # an IP literal needs no lookup
-            return [str(parse_address(normalize_host(host)))]
-        except ValueError:
-            pass
-        try:
-            async with asyncio.timeout_at(deadline):
-                addresses = await self._s.resolver(host, self._port)
-        except TimeoutError:
-            raise httpx.ConnectTimeout(f"resolving {host} timed out") from None
-        except (OSError, UnicodeError) as exc:
-            raise httpx.ConnectError(f"cannot resolve {host}: {exc}") from None
-        if not addresses:
-            raise httpx.ConnectError(f"cannot resolve {host}: no address")
-        return addresses
+        return await resolve_addresses(
+            self._s.resolver,
+            self._host,
+            self._port,
+            max(0.0, deadline - asyncio.get_running_loop().time()),
+            timed_out=httpx.ConnectTimeout,
+            failed=httpx.ConnectError,
+        )
 
     def close(self) -> None:
         self.closed = True
