@@ -20,6 +20,7 @@ from viarah.domain.gitlab.urls import GitLabRef
 from viarah.domain.orgs.model import Role
 from viarah.domain.shared.errors import Conflict
 from viarah.domain.shared.ids import OrgId, TaskId, UserId
+from viarah.domain.shared.jobs import Job
 from viarah.domain.shared.secrets import SecretUndecryptable
 
 
@@ -143,13 +144,15 @@ class FakeLinks(_Repo):
 
 
 class FakeDeliveries(_Repo):
-    async def add(self, delivery: WebhookDelivery) -> bool:
+    async def add(self, delivery: WebhookDelivery, job: Job | None = None) -> bool:
         if any(
             d.org_id == delivery.org_id and d.idempotency_key == delivery.idempotency_key
             for d in self.db.deliveries.values()
         ):
             return False
         self.db.deliveries[delivery.id] = delivery
+        if job is not None:
+            self.db.jobs.append(job)
         return True
 
     async def get(self, delivery_id: str) -> WebhookDelivery | None:

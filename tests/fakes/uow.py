@@ -26,10 +26,15 @@ class FakeUnitOfWork:
         self._shared = db
         self._work: MemoryDatabase | None = None
         self._read_only = False
+        self._single_write = False
         self.outbox = FakeOutbox()
 
     def read_only(self) -> Self:
         self._read_only = True
+        return self
+
+    def single_write(self) -> Self:
+        self._single_write = True
         return self
 
     async def __aenter__(self) -> Self:
@@ -69,6 +74,7 @@ class FakeUnitOfWork:
     async def commit(self) -> None:
         assert self._work is not None
         assert not self._read_only, "commit in a read-only unit of work"
+        assert not (self._single_write and self.outbox.pending), "a single write has no outbox"
         self._work.jobs.extend(self.outbox.pending)
         self.outbox.pending = []
         self._work.commits += 1

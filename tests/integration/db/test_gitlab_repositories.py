@@ -226,6 +226,32 @@ async def test_webhooks_dedupe_process_and_page(world: World) -> None:
     assert statuses == {DeliveryStatus.PROCESSED, DeliveryStatus.IGNORED}
 
 
+async def test_concurrent_redeliveries_store_one_delivery_and_one_job(world: World) -> None:
+    """The delivery and its job are one atomic write: racing retries of one GitLab
+    delivery (same Idempotency-Key) store it once, queue it once, and lose nothing."""
+    await _configure(world)
+    body = json.dumps(
+        {
+            "object_kind": "issue",
+            "project": {"path_with_namespace": "g/p"},
+            "object_attributes": {"iid": 9, "action": "close"},
+        }
+    ).encode()
+    headers = {"x-gitlab-token": SECRET, "x-gitlab-event": "Issue Hook", "idempotency-key": "r"}
+    answers = await asyncio.gather(
+        *(world.webhooks.receive(world.org_id, headers, body) for _ in range(6))
+    )
+    assert sorted(answers) == ["accepted"] + ["duplicate"] * 5
+    async with world.engine.connect() as conn:
+        deliveries = (await conn.execute(sa.select(t.webhook_deliveries))).all()
+        jobs = (await conn.execute(sa.select(t.outbox))).all()
+    (delivery,) = deliveries
+    (job,) = [j for j in jobs if j.job == "gitlab.process_delivery"]
+    assert dict(job.payload) == {"delivery_id": delivery.id}
+    assert (job.status, job.attempts) == ("pending", 0)
+    assert job.created_at == job.available_at == delivery.received_at
+
+
 async def test_key_rotation_on_real_ciphertexts(world: World) -> None:
     await _configure(world)
     await world.integrations.update(world.admin, world.org_id, signing_token="whsec_c2lnbmluZw==")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -9,6 +10,21 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from viarah.domain.shared.errors import Conflict
+from viarah.domain.shared.ids import new_id
+from viarah.domain.shared.jobs import Job
+
+
+def outbox_row(job: Job, now: datetime) -> dict[str, Any]:
+    """The ``outbox`` row of a job committed at ``now``."""
+    return {
+        "id": new_id(),
+        "job": job.name,
+        "payload": job.payload,
+        "status": "pending",
+        "attempts": 0,
+        "created_at": now,
+        "available_at": job.not_before or now,
+    }
 
 
 class SqlRepository:

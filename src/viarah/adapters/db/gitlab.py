@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
 from viarah.adapters.db import tables as t
-from viarah.adapters.db.base import SqlRepository
+from viarah.adapters.db.base import SqlRepository, outbox_row
 from viarah.domain.gitlab.client import Assignee
 from viarah.domain.gitlab.model import (
     AuditEvent,
@@ -23,6 +23,7 @@ from viarah.domain.gitlab.model import (
 )
 from viarah.domain.gitlab.urls import ObjectKind
 from viarah.domain.shared.ids import OrgId, TaskId, UserId
+from viarah.domain.shared.jobs import Job
 
 _i = t.gitlab_integrations.c
 _l = t.gitlab_links.c
@@ -73,6 +74,30 @@ _INSERT_DELIVERY = {
     .returning(_d.id)
     for name, dialect in (("postgresql", postgresql), ("sqlite", sqlite))
 }
+
+
+def _insert_delivery_with_job() -> sa.Insert:
+    """PostgreSQL: the delivery and, only if it was new, its outbox job, in ONE statement
+    (atomic in autocommit): ``WITH d AS (INSERT … ON CONFLICT DO NOTHING RETURNING id)
+    INSERT INTO outbox … SELECT … FROM d``. No row returned means a duplicate."""
+    delivery = (
+        postgresql.insert(t.webhook_deliveries)
+        .values({c.name: sa.bindparam(c.name, type_=c.type) for c in t.webhook_deliveries.c})
+        .on_conflict_do_nothing(index_elements=["org_id", "idempotency_key"])
+        .returning(_d.id)
+        .cte("delivery")
+    )
+    o = t.outbox.c
+    columns = ("id", "job", "payload", "status", "attempts", "created_at", "available_at")
+    # psycopg's dialect casts every typed parameter (``%(job_payload)s::JSON``), which
+    # the select list of an INSERT … SELECT needs.
+    job = sa.select(
+        *(sa.bindparam(f"job_{name}", type_=o[name].type) for name in columns)
+    ).select_from(delivery)
+    return t.outbox.insert().add_cte(delivery).from_select(columns, job).returning(o.id)
+
+
+_INSERT_DELIVERY_WITH_JOB = _insert_delivery_with_job()
 
 
 class SqlIntegrationRepository(SqlRepository):
@@ -277,27 +302,32 @@ def _delivery(row: sa.Row[Any]) -> WebhookDelivery:
 
 
 class SqlDeliveryRepository(SqlRepository):
-    async def add(self, delivery: WebhookDelivery) -> bool:
+    async def add(self, delivery: WebhookDelivery, job: Job | None = None) -> bool:
         # ON CONFLICT DO NOTHING: a duplicate costs no savepoint and no error round trip.
-        inserted = await self._conn.execute(
-            _INSERT_DELIVERY[self._conn.dialect.name],
-            {
-                "id": delivery.id,
-                "org_id": delivery.org_id,
-                "idempotency_key": delivery.idempotency_key,
-                "event_type": delivery.event_type,
-                "status": delivery.status.value,
-                "received_at": delivery.received_at,
-                "processed_at": delivery.processed_at,
-                "error": delivery.error,
-                "payload_hash": delivery.payload_hash,
-                "project_path": delivery.project_path,
-                "kind": delivery.kind.value if delivery.kind else None,
-                "iid": delivery.iid,
-                "action": delivery.action,
-            },
-        )
-        return inserted.first() is not None
+        values = {
+            "id": delivery.id,
+            "org_id": delivery.org_id,
+            "idempotency_key": delivery.idempotency_key,
+            "event_type": delivery.event_type,
+            "status": delivery.status.value,
+            "received_at": delivery.received_at,
+            "processed_at": delivery.processed_at,
+            "error": delivery.error,
+            "payload_hash": delivery.payload_hash,
+            "project_path": delivery.project_path,
+            "kind": delivery.kind.value if delivery.kind else None,
+            "iid": delivery.iid,
+            "action": delivery.action,
+        }
+        dialect = self._conn.dialect.name
+        if job is not None and dialect == "postgresql":
+            row = outbox_row(job, delivery.received_at)
+            values.update({f"job_{name}": value for name, value in row.items()})
+            return (await self._conn.execute(_INSERT_DELIVERY_WITH_JOB, values)).first() is not None
+        inserted = (await self._conn.execute(_INSERT_DELIVERY[dialect], values)).first()
+        if inserted is not None and job is not None:  # SQLite: the unit of work's transaction
+            await self._conn.execute(t.outbox.insert(), outbox_row(job, delivery.received_at))
+        return inserted is not None
 
     async def get(self, delivery_id: str) -> WebhookDelivery | None:
         row = await self._one(sa.select(t.webhook_deliveries).where(_d.id == delivery_id))

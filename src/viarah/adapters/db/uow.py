@@ -15,11 +15,11 @@ from viarah.adapters.db import identity as i
 from viarah.adapters.db import notifications as n
 from viarah.adapters.db import orgs as o
 from viarah.adapters.db import tables as t
+from viarah.adapters.db.base import outbox_row
 from viarah.adapters.db.engine import read_only_options
 from viarah.adapters.db.native import NativeConnection, NativePool
 from viarah.domain.shared.clock import Clock
 from viarah.domain.shared.errors import Unavailable
-from viarah.domain.shared.ids import new_id
 from viarah.domain.shared.jobs import Job
 
 log = logging.getLogger("viarah.db")
@@ -67,7 +67,15 @@ class SqlUnitOfWork:
         self._conn: AsyncConnection | None = None
         self._raw: psycopg.AsyncConnection[Any] | None = None
         self._read_only = False
+        self._single_write = False
         self.outbox = SqlOutbox()
+
+    def single_write(self) -> Self:
+        """Reads, then one atomic write: on PostgreSQL every statement runs on its own
+        (autocommit: no ``BEGIN``/``COMMIT`` round trips); on SQLite an ordinary
+        transaction. Call before ``async with``."""
+        self._single_write = True
+        return self
 
     def read_only(self) -> Self:
         """Only reads: no transaction on PostgreSQL (one round trip per read); commit()
@@ -96,7 +104,7 @@ class SqlUnitOfWork:
 
     async def _enter_native(self, native: NativePool) -> Self:
         try:
-            self._raw = await native.acquire(autocommit=self._read_only)
+            self._raw = await native.acquire(autocommit=self._read_only or self._single_write)
         except Exception as exc:
             if is_connection_error(exc):
                 log.error("db.unavailable error=%s", type(exc).__name__)
@@ -164,25 +172,13 @@ class SqlUnitOfWork:
         assert self._conn is not None, "commit outside 'async with'"
         assert not self._read_only, "commit in a read-only unit of work"
         jobs, self.outbox.pending = self.outbox.pending, []
+        assert not (jobs and self._single_write), "a single write carries its own jobs"
         if jobs:
             now = self._clock.now()
-            await self._conn.execute(
-                t.outbox.insert(),
-                [
-                    {
-                        "id": new_id(),
-                        "job": job.name,
-                        "payload": job.payload,
-                        "status": "pending",
-                        "attempts": 0,
-                        "created_at": now,
-                        "available_at": job.not_before or now,
-                    }
-                    for job in jobs
-                ],
-            )
+            await self._conn.execute(t.outbox.insert(), [outbox_row(job, now) for job in jobs])
         if self._raw is not None:
-            await self._raw.commit()  # psycopg begins the next transaction itself
+            if not self._single_write:  # autocommit: each statement committed on its own
+                await self._raw.commit()  # psycopg begins the next transaction itself
         else:
             await self._conn.commit()
             await self._conn.begin()

@@ -14,6 +14,7 @@ from viarah.domain.gitlab.model import (
     WebhookDelivery,
 )
 from viarah.domain.shared.ids import OrgId, TaskId, UserId
+from viarah.domain.shared.jobs import Job
 from viarah.domain.shared.uow import UnitOfWork
 
 
@@ -99,8 +100,9 @@ class LinkRepository(Protocol):
 
 
 class DeliveryRepository(Protocol):
-    async def add(self, delivery: WebhookDelivery) -> bool:
-        """Store a delivery; False (nothing stored) if its idempotency key was seen."""
+    async def add(self, delivery: WebhookDelivery, job: Job | None = None) -> bool:
+        """Store a delivery and, with it, the ``job`` that processes it: both or neither,
+        in one atomic write. False (nothing stored) if its idempotency key was seen."""
         ...
 
     async def get(self, delivery_id: str) -> WebhookDelivery | None: ...

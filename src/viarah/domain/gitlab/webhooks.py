@@ -156,7 +156,9 @@ class GitLabWebhooks:
         """Authenticate and store a delivery with its processing job; ``accepted`` or
         ``duplicate``. ``headers`` must have lower-case names."""
         now = self._clock.now()
-        async with self._uow() as uow:
+        # One read, then one atomic write (the delivery with its job): on PostgreSQL two
+        # round trips and no transaction around them.
+        async with self._uow().single_write() as uow:
             integration = (
                 await uow.gitlab_integrations.get(OrgId(org_id)) if is_valid_id(org_id) else None
             )
@@ -185,10 +187,9 @@ class GitLabWebhooks:
                 iid=found.iid,
                 action=found.action[:50] if found.action else None,
             )
-            if not await uow.webhook_deliveries.add(delivery):
+            job = Job(PROCESS_JOB, {"delivery_id": delivery.id}) if found.supported else None
+            if not await uow.webhook_deliveries.add(delivery, job):
                 return "duplicate"
-            if found.supported:
-                uow.outbox.add(Job(PROCESS_JOB, {"delivery_id": delivery.id}))
             await uow.commit()
         return "accepted"
 

@@ -7,12 +7,13 @@ import re
 from viarah.domain.shared.errors import InvalidInput
 
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+_UNSTORABLE = re.compile("[\x00-\x1f\ud800-\udfff]")
 
 
 def storable(value: str) -> bool:
     """False for text a database cannot or must not store: control characters (NUL, CR,
     LF...) and lone UTF-16 surrogates (which JSON can carry but UTF-8 cannot encode)."""
-    return not any(ord(ch) < 32 or 0xD800 <= ord(ch) <= 0xDFFF for ch in value)
+    return _UNSTORABLE.search(value) is None
 
 
 def loggable(value: str, limit: int = 300) -> str:

@@ -23,6 +23,13 @@ class UnitOfWork(Protocol):
         refuses ``commit()``."""
         ...
 
+    def single_write(self) -> Self:
+        """Declare (before ``async with``) that this unit of work reads, then makes at most
+        one write: a single repository call that is atomic by itself and carries its own
+        jobs (the outbox stays empty). The adapter may then run every statement on its own,
+        without a transaction around them; ``commit()`` still ends the work."""
+        ...
+
     async def __aenter__(self) -> Self: ...
 
     async def __aexit__(
