@@ -1,12 +1,14 @@
 """Where a request's CPU goes, without sockets: the ASGI app called directly.
 
-    python -m bench.inprocess [--n 2000] [--profile links|webhook|healthz]
+    python -m bench.inprocess [--n 2000] [--profile links|webhook|healthz|delivery]
 
 Creates a benchmark database (seeded as ``python -m bench`` seeds it, links marked
 fresh), builds the web app on the production container in this process, and calls it
 with hand-built ASGI requests: CPU time (``time.process_time``) per request for
-``/healthz``, a task's 20 links and a webhook. ``--profile`` adds a cProfile of one
-scenario (cProfile slows everything; read its shares, not its times).
+``/healthz``, a task's 20 links and a webhook. Then ``delivery``: the worker's side of a
+webhook without the broker, each stored delivery's job run by the container's
+``JobRunner`` (claim, processing, finish). ``--profile`` adds a cProfile of one scenario
+(cProfile slows everything; read its shares, not its times).
 """
 
 from __future__ import annotations
@@ -140,13 +142,37 @@ async def _run(stack: Stack, seeded: Any, n: int, profile: str | None) -> None:
         calls["webhook"] = webhook
         for name, call in calls.items():
             await _measure(name, call, n)
-        if profile:
-            prof = cProfile.Profile()
-            prof.enable()
-            for _ in range(n):
-                await calls[profile]()
-            prof.disable()
-            pstats.Stats(prof).sort_stats("cumulative").print_stats(60)
+        if profile == "webhook":
+            await _profile(calls["webhook"], n)
+        # Every webhook above stored a delivery and its job: run them as the worker does.
+        pending = [
+            row[0]
+            for row in stack.rows(
+                "SELECT id FROM outbox WHERE job = 'gitlab.process_delivery'"
+                " AND status = 'pending' ORDER BY created_at"
+            )
+        ]
+        runner = container.job_runner()
+        jobs = iter(pending)
+
+        async def delivery() -> int:
+            return 200 if await runner.run(next(jobs)) else 500
+
+        count = (len(pending) - min(200, n)) // (2 if profile == "delivery" else 1)
+        await _measure("delivery (worker, no broker)", delivery, count)
+        if profile == "delivery":
+            await _profile(delivery, count)
+        elif profile and profile != "webhook":
+            await _profile(calls[profile], n)
+
+
+async def _profile(call: Call, n: int) -> None:
+    prof = cProfile.Profile()
+    prof.enable()
+    for _ in range(n):
+        await call()
+    prof.disable()
+    pstats.Stats(prof).sort_stats("cumulative").print_stats(60)
 
 
 def main() -> None:
@@ -154,7 +180,7 @@ def main() -> None:
     parser.add_argument("--postgres-admin-url", default=os_environ_admin_url())
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/13")
     parser.add_argument("--n", type=int, default=2000)
-    parser.add_argument("--profile", choices=["healthz", "links", "webhook"])
+    parser.add_argument("--profile", choices=["healthz", "links", "webhook", "delivery"])
     args = parser.parse_args()
     stack = Stack(
         Path(tempfile.mkdtemp(prefix="viarah-inprocess-")), args.postgres_admin_url, args.redis_url

@@ -158,6 +158,15 @@ class FakeDeliveries(_Repo):
     async def get(self, delivery_id: str) -> WebhookDelivery | None:
         return self.db.deliveries.get(delivery_id)
 
+    async def take_received(self, delivery_id: str, now: datetime) -> WebhookDelivery | None:
+        delivery = self.db.deliveries.get(delivery_id)
+        if delivery is None or delivery.status is not DeliveryStatus.RECEIVED:
+            return None
+        self.db.deliveries[delivery_id] = replace(
+            delivery, status=DeliveryStatus.PROCESSED, processed_at=now
+        )
+        return delivery
+
     async def finish(
         self, delivery_id: str, status: DeliveryStatus, now: datetime, error: str | None
     ) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -173,11 +174,41 @@ def _link(row: sa.Row[Any]) -> GitLabLink:
     )
 
 
-def _object(org_id: OrgId, key: Key) -> sa.ColumnElement[bool]:
+# The statements about one GitLab object's links (every webhook's processing, every
+# refresh), built once. The object's parameters are prefixed so that an UPDATE can take
+# its SET values by column name.
+_OBJECT = sa.and_(
+    _l.org_id == sa.bindparam("object_org_id"),
+    _l.project_key == sa.bindparam("object_project_key"),
+    _l.kind == sa.bindparam("object_kind"),
+    _l.iid == sa.bindparam("object_iid"),
+)
+_OBJECT_LINKS = sa.select(t.gitlab_links).where(_OBJECT).order_by(_l.created_at, _l.id)
+_LOCK_OBJECT = (
+    sa.select(_l.refresh_requested_at, _l.last_attempt_at)
+    .where(_OBJECT)
+    .order_by(_l.id)
+    .with_for_update()
+)
+_UPDATE_OBJECT = t.gitlab_links.update().where(_OBJECT)
+
+
+def _object(org_id: OrgId, key: Key) -> dict[str, Any]:
     project_key, kind, iid = key
-    return sa.and_(
-        _l.org_id == org_id, _l.project_key == project_key, _l.kind == kind, _l.iid == iid
-    )
+    return {
+        "object_org_id": org_id,
+        "object_project_key": project_key,
+        "object_kind": kind,
+        "object_iid": iid,
+    }
+
+
+_TAKE_RECEIVED = (
+    t.webhook_deliveries.update()
+    .where(_d.id == sa.bindparam("delivery_id"), _d.status == DeliveryStatus.RECEIVED.value)
+    .values(status=DeliveryStatus.PROCESSED.value, processed_at=sa.bindparam("now"))
+    .returning(*t.webhook_deliveries.c)
+)
 
 
 class SqlLinkRepository(SqlRepository):
@@ -223,64 +254,46 @@ class SqlLinkRepository(SqlRepository):
         await self._conn.execute(t.gitlab_links.delete().where(_l.id == link_id))
 
     async def for_object(self, org_id: OrgId, key: Key) -> list[GitLabLink]:
-        rows = await self._all(
-            sa.select(t.gitlab_links).where(_object(org_id, key)).order_by(_l.created_at, _l.id)
-        )
-        return [_link(r) for r in rows]
+        return [_link(r) for r in await self._conn.execute(_OBJECT_LINKS, _object(org_id, key))]
 
     async def request_refresh(
         self, org_id: OrgId, key: Key, now: datetime, *, min_attempt_interval: timedelta | None
     ) -> bool:
         # Lock the object's links first (FOR UPDATE returns their latest committed state),
         # so two concurrent callers cannot both decide to queue a refresh.
-        rows = await self._all(
-            sa.select(_l.refresh_requested_at, _l.last_attempt_at)
-            .where(_object(org_id, key))
-            .order_by(_l.id)
-            .with_for_update()
-        )
+        params = _object(org_id, key)
+        rows = (await self._conn.execute(_LOCK_OBJECT, params)).all()
         if not rows or not all(
             refresh_wanted(row.refresh_requested_at, row.last_attempt_at, now, min_attempt_interval)
             for row in rows
         ):
             return False
-        await self._conn.execute(
-            t.gitlab_links.update().where(_object(org_id, key)).values(refresh_requested_at=now)
-        )
+        await self._conn.execute(_UPDATE_OBJECT, {**params, "refresh_requested_at": now})
         return True
 
     async def start_refresh(self, org_id: OrgId, key: Key, now: datetime) -> None:
-        await self._conn.execute(
-            t.gitlab_links.update()
-            .where(_object(org_id, key))
-            .values(refresh_requested_at=None, last_attempt_at=now)
-        )
+        values = {"refresh_requested_at": None, "last_attempt_at": now}
+        await self._conn.execute(_UPDATE_OBJECT, {**_object(org_id, key), **values})
 
     async def record_snapshot(self, org_id: OrgId, key: Key, snapshot: LinkSnapshot) -> None:
-        await self._conn.execute(
-            t.gitlab_links.update()
-            .where(_object(org_id, key))
-            .values(
-                cached_title=snapshot.title,
-                cached_state=snapshot.state,
-                cached_labels=list(snapshot.labels),
-                cached_assignees=[
-                    {"username": a.username, "name": a.name} for a in snapshot.assignees
-                ],
-                last_synced_at=snapshot.synced_at,
-                error_code=None,
-                rate_limited_until=None,
-            )
-        )
+        values = {
+            "cached_title": snapshot.title,
+            "cached_state": snapshot.state,
+            "cached_labels": list(snapshot.labels),
+            "cached_assignees": [
+                {"username": a.username, "name": a.name} for a in snapshot.assignees
+            ],
+            "last_synced_at": snapshot.synced_at,
+            "error_code": None,
+            "rate_limited_until": None,
+        }
+        await self._conn.execute(_UPDATE_OBJECT, {**_object(org_id, key), **values})
 
     async def record_error(
         self, org_id: OrgId, key: Key, error_code: str, rate_limited_until: datetime | None
     ) -> None:
-        await self._conn.execute(
-            t.gitlab_links.update()
-            .where(_object(org_id, key))
-            .values(error_code=error_code, rate_limited_until=rate_limited_until)
-        )
+        values = {"error_code": error_code, "rate_limited_until": rate_limited_until}
+        await self._conn.execute(_UPDATE_OBJECT, {**_object(org_id, key), **values})
 
 
 def _delivery(row: sa.Row[Any]) -> WebhookDelivery:
@@ -332,6 +345,15 @@ class SqlDeliveryRepository(SqlRepository):
     async def get(self, delivery_id: str) -> WebhookDelivery | None:
         row = await self._one(sa.select(t.webhook_deliveries).where(_d.id == delivery_id))
         return _delivery(row) if row else None
+
+    async def take_received(self, delivery_id: str, now: datetime) -> WebhookDelivery | None:
+        params = {"delivery_id": delivery_id, "now": now}
+        row = (await self._conn.execute(_TAKE_RECEIVED, params)).first()
+        return (
+            replace(_delivery(row), status=DeliveryStatus.RECEIVED, processed_at=None)
+            if row
+            else None
+        )
 
     async def finish(
         self, delivery_id: str, status: DeliveryStatus, now: datetime, error: str | None

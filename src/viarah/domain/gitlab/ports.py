@@ -107,6 +107,12 @@ class DeliveryRepository(Protocol):
 
     async def get(self, delivery_id: str) -> WebhookDelivery | None: ...
 
+    async def take_received(self, delivery_id: str, now: datetime) -> WebhookDelivery | None:
+        """Mark a ``received`` delivery ``processed`` at ``now`` and return it as it was;
+        None (nothing changed) if there is no such delivery or it is not ``received``.
+        A concurrent caller waits for this one's transaction and then gets None."""
+        ...
+
     async def finish(
         self, delivery_id: str, status: DeliveryStatus, now: datetime, error: str | None
     ) -> None: ...

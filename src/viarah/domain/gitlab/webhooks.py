@@ -235,15 +235,16 @@ class GitLabWebhooks:
         """
         now = self._clock.now()
         async with self._uow() as uow:
-            delivery = await uow.webhook_deliveries.get(delivery_id)
-            key = delivery.ref_key if delivery else None
-            if delivery is None or key is None or delivery.status is not DeliveryStatus.RECEIVED:
+            # Marked processed first (one statement that also reads it); the refresh
+            # request commits with the mark, or neither does.
+            delivery = await uow.webhook_deliveries.take_received(delivery_id, now)
+            if delivery is None:
                 return
-            if await uow.gitlab_links.request_refresh(
+            key = delivery.ref_key
+            if key is not None and await uow.gitlab_links.request_refresh(
                 delivery.org_id, key, now, min_attempt_interval=None
             ):
                 uow.outbox.add(refresh_job(delivery.org_id, key))
-            await uow.webhook_deliveries.finish(delivery.id, DeliveryStatus.PROCESSED, now, None)
             await uow.commit()
 
     async def list_deliveries(
