@@ -113,6 +113,13 @@ class WebPushSender:
         return self._signer.public_key if self._signer is not None else ""
 
     @property
+    def vapid_signer(self) -> VapidSigner:
+        """The VAPID signer (benchmarks time its fresh signatures); push must be enabled."""
+        if self._signer is None:
+            raise RuntimeError("push is disabled: the VAPID settings are not configured")
+        return self._signer
+
+    @property
     def signatures(self) -> int:
         """How many VAPID JWTs were signed so far (the cache makes this small)."""
         return self._signer.signatures if self._signer is not None else 0
