@@ -162,7 +162,7 @@ async def _run(stack: Stack, seeded: Any, n: int, profile: str | None) -> None:
         await _measure("delivery (worker, no broker)", delivery, count)
         if profile == "delivery":
             await _profile(delivery, count)
-        elif profile and profile != "webhook":
+        elif profile in calls and profile != "webhook":
             await _profile(calls[profile], n)
 
 

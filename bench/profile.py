@@ -4,6 +4,9 @@
 link runs and the worker during the push fan-out, as collapsed stacks
 (``bench/results/<stamp>-profiles/<name>.txt``; feed them to any flame-graph tool), and
 puts the top frames of each in the JSON. ``python -m bench.profile FILE`` prints them again.
+Only the thread holding the GIL is sampled (``--gil``), 250 times a second: the samples
+are CPU, not threads parked on a lock, a socket or the GIL (which py-spy otherwise counts
+as busy in the frame they wait in).
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ def available() -> bool:
 
 
 @contextlib.contextmanager
-def record(pid: int, out: Path, enabled: bool, rate: int = 97) -> Iterator[None]:
+def record(pid: int, out: Path, enabled: bool, rate: int = 250) -> Iterator[None]:
     """Sample ``pid`` while the block runs (a no-op when not ``enabled``)."""
     if not enabled:
         yield
@@ -46,6 +49,7 @@ def record(pid: int, out: Path, enabled: bool, rate: int = 97) -> Iterator[None]
             "--rate",
             str(rate),
             "--nonblocking",
+            "--gil",
             "-o",
             str(out),
         ],

@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 
 from viarah.adapters.db import tables as t
 from viarah.adapters.db.base import SqlRepository
@@ -34,6 +35,21 @@ def _chunks(ids: list[str]) -> list[list[str]]:
     return [ids[i : i + _CHUNK] for i in range(0, len(ids), _CHUNK)]
 
 
+_ID_ARRAY = sa.bindparam("ids", type_=postgresql.ARRAY(sa.String))
+
+
+class _ByIds(SqlRepository):
+    def _by_ids(
+        self, column: sa.Column[Any], ids: list[str]
+    ) -> list[tuple[sa.ColumnElement[bool], dict[str, Any]]]:
+        """``column`` is one of ``ids``: on PostgreSQL one ``= ANY(:ids)`` array parameter
+        (one statement, the same for any count: prepared once, ~3x less CPU than 250
+        ``IN`` parameters); on SQLite ``IN (...)`` lists of at most ``_CHUNK``."""
+        if self._conn.dialect.name == "postgresql":
+            return [(column == sa.any_(_ID_ARRAY), {"ids": ids})]
+        return [(column.in_(chunk), {}) for chunk in _chunks(ids)]
+
+
 def endpoint_digest(endpoint: str) -> str:
     return hashlib.sha256(endpoint.encode()).hexdigest()
 
@@ -55,7 +71,7 @@ def _subscription(row: sa.Row[Any]) -> PushSubscription:
     )
 
 
-class SqlSubscriptionRepository(SqlRepository):
+class SqlSubscriptionRepository(_ByIds):
     async def upsert(self, subscription: PushSubscription) -> PushSubscription:
         digest = endpoint_digest(subscription.endpoint)
         changes = {
@@ -120,25 +136,26 @@ class SqlSubscriptionRepository(SqlRepository):
         await self._conn.execute(t.push_subscriptions.delete().where(_s.id == subscription_id))
 
     async def delete_many(self, subscription_ids: list[str]) -> None:
-        for chunk in _chunks(subscription_ids):
-            await self._conn.execute(t.push_subscriptions.delete().where(_s.id.in_(chunk)))
+        for where, params in self._by_ids(_s.id, subscription_ids):
+            await self._conn.execute(t.push_subscriptions.delete().where(where), params)
 
     async def record_outcomes(
         self, now: datetime, *, succeeded: list[str], failed: list[tuple[str, str]]
     ) -> None:
-        for chunk in _chunks(succeeded):
+        for where, params in self._by_ids(_s.id, succeeded):
             await self._conn.execute(
-                t.push_subscriptions.update().where(_s.id.in_(chunk)).values(last_success_at=now)
+                t.push_subscriptions.update().where(where).values(last_success_at=now), params
             )
         by_reason: dict[str, list[str]] = {}
         for subscription_id, reason in failed:
             by_reason.setdefault(reason[:300], []).append(subscription_id)
         for reason, ids in by_reason.items():  # usually one reason for a whole batch
-            for chunk in _chunks(ids):
+            for where, params in self._by_ids(_s.id, ids):
                 await self._conn.execute(
                     t.push_subscriptions.update()
-                    .where(_s.id.in_(chunk))
-                    .values(last_failure_at=now, last_failure_reason=reason)
+                    .where(where)
+                    .values(last_failure_at=now, last_failure_reason=reason),
+                    params,
                 )
 
 
@@ -308,10 +325,60 @@ def _claimed(row: sa.Row[Any], lease_until: datetime) -> tuple[PushDelivery, Pus
     return delivery, subscription
 
 
-class SqlPushDeliveryRepository(SqlRepository):
+_DELIVERY_COLUMNS = (
+    "id",
+    "notification_id",
+    "subscription_id",
+    "status",
+    "attempts",
+    "next_attempt_at",
+    "last_status",
+    "last_error",
+    "sent_at",
+)
+#: PostgreSQL: ``INSERT … SELECT * FROM unnest(:id, :notification_id, …) ON CONFLICT DO
+#: NOTHING``: a fan-out to 1,000 browsers is one statement, not 1,000 executions.
+_ADD_DELIVERIES = (
+    postgresql.insert(t.push_deliveries)
+    .from_select(
+        _DELIVERY_COLUMNS,
+        sa.select(
+            sa.func.unnest(
+                *(
+                    sa.bindparam(name, type_=postgresql.ARRAY(_d[name].type))
+                    for name in _DELIVERY_COLUMNS
+                )
+            )
+            .table_valued(*_DELIVERY_COLUMNS)
+            .render_derived("fresh")
+        ),
+    )
+    .on_conflict_do_nothing(index_elements=["notification_id", "subscription_id"])
+)
+
+
+class SqlPushDeliveryRepository(_ByIds):
     async def add_many(self, deliveries: list[PushDelivery]) -> int:
         if not deliveries:
             return 0
+        rows = [
+            {
+                "id": d.id,
+                "notification_id": d.notification_id,
+                "subscription_id": d.subscription_id,
+                "status": d.status.value,
+                "attempts": d.attempts,
+                "next_attempt_at": d.next_attempt_at,
+                "last_status": d.last_status,
+                "last_error": d.last_error,
+                "sent_at": d.sent_at,
+            }
+            for d in deliveries
+        ]
+        if self._conn.dialect.name == "postgresql":
+            # One statement whatever the count: a column of values per array parameter.
+            columns = {name: [row[name] for row in rows] for name in _DELIVERY_COLUMNS}
+            return (await self._conn.execute(_ADD_DELIVERIES, columns)).rowcount
         notification_id = deliveries[0].notification_id
         existing = {
             r.subscription_id
@@ -319,25 +386,9 @@ class SqlPushDeliveryRepository(SqlRepository):
                 sa.select(_d.subscription_id).where(_d.notification_id == notification_id)
             )
         }
-        fresh = [d for d in deliveries if d.subscription_id not in existing]
+        fresh = [row for row in rows if row["subscription_id"] not in existing]
         if fresh:
-            await self._conn.execute(
-                t.push_deliveries.insert(),
-                [
-                    {
-                        "id": d.id,
-                        "notification_id": d.notification_id,
-                        "subscription_id": d.subscription_id,
-                        "status": d.status.value,
-                        "attempts": d.attempts,
-                        "next_attempt_at": d.next_attempt_at,
-                        "last_status": d.last_status,
-                        "last_error": d.last_error,
-                        "sent_at": d.sent_at,
-                    }
-                    for d in fresh
-                ],
-            )
+            await self._conn.execute(t.push_deliveries.insert(), fresh)
         return len(fresh)
 
     async def claim_due(
@@ -393,17 +444,19 @@ class SqlPushDeliveryRepository(SqlRepository):
         return t.UTCDateTime().process_result_value(value, self._conn.dialect) if value else None
 
     async def mark_sent(self, delivery_ids: list[str], now: datetime, status: int) -> None:
-        await self._conn.execute(
-            t.push_deliveries.update()
-            .where(_d.id.in_(delivery_ids))
-            .values(
-                status=DeliveryState.SENT.value,
-                attempts=_d.attempts + 1,
-                sent_at=now,
-                last_status=status,
-                last_error=None,
+        for where, params in self._by_ids(_d.id, delivery_ids):
+            await self._conn.execute(
+                t.push_deliveries.update()
+                .where(where)
+                .values(
+                    status=DeliveryState.SENT.value,
+                    attempts=_d.attempts + 1,
+                    sent_at=now,
+                    last_status=status,
+                    last_error=None,
+                ),
+                params,
             )
-        )
 
     async def mark_retry(self, retries: list[RetryLater]) -> None:
         if not retries:
