@@ -22,14 +22,20 @@ def b64url(raw: bytes) -> str:
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def browser_keys() -> tuple[str, str]:
-    """A browser's ``keys.p256dh`` (a real P-256 point) and ``keys.auth`` (16 random bytes)."""
-    point = (
-        ec.generate_private_key(ec.SECP256R1())
-        .public_key()
-        .public_bytes(serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint)
+def browser() -> tuple[ec.EllipticCurvePrivateKey, str, bytes]:
+    """A browser's private key (to open what is sent to it), its ``keys.p256dh`` (a real
+    P-256 point) and its auth secret (16 random bytes; ``b64url`` it for ``keys.auth``)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    point = key.public_key().public_bytes(
+        serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
     )
-    return b64url(point), b64url(os.urandom(16))
+    return key, b64url(point), os.urandom(16)
+
+
+def browser_keys() -> tuple[str, str]:
+    """A browser's ``keys.p256dh`` and ``keys.auth``."""
+    _, p256dh, auth = browser()
+    return p256dh, b64url(auth)
 
 
 @dataclass(frozen=True)

@@ -9,8 +9,8 @@ import os
 import http_ece
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from tests.factories import b64url, browser
 from viarah.adapters.push.encryption import MAX_BODY_BYTES, encrypt
 from viarah.domain.notifications.push import MAX_PLAINTEXT_BYTES
 
@@ -33,17 +33,6 @@ def b64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
-def text64(raw: bytes) -> str:
-    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
-
-
-def browser() -> tuple[ec.EllipticCurvePrivateKey, str, bytes]:
-    """A browser's subscription: its private key, p256dh and auth secret."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    public = key.public_key().public_bytes(Encoding.X962, PublicFormat.UncompressedPoint)
-    return key, text64(public), os.urandom(16)
-
-
 def test_reproduces_rfc_8291_appendix_a_byte_for_byte() -> None:
     ephemeral = ec.derive_private_key(int.from_bytes(b64(RFC_AS_PRIVATE), "big"), ec.SECP256R1())
     body = encrypt(RFC_PLAINTEXT, RFC_UA_PUBLIC, RFC_AUTH, ephemeral=ephemeral, salt=b64(RFC_SALT))
@@ -54,7 +43,7 @@ def test_reproduces_rfc_8291_appendix_a_byte_for_byte() -> None:
 def test_http_ece_opens_every_size(size: int) -> None:
     key, p256dh, auth = browser()
     plaintext = os.urandom(size)
-    body = encrypt(plaintext, p256dh, text64(auth))
+    body = encrypt(plaintext, p256dh, b64url(auth))
     assert len(body) == 86 + size + 1 + 16
     assert len(body) <= MAX_BODY_BYTES
     opened = http_ece.decrypt(body, private_key=key, auth_secret=auth, version="aes128gcm")
@@ -63,7 +52,7 @@ def test_http_ece_opens_every_size(size: int) -> None:
 
 def test_every_message_has_its_own_key_and_salt() -> None:
     key, p256dh, auth = browser()
-    bodies = [encrypt(b"same", p256dh, text64(auth)) for _ in range(3)]
+    bodies = [encrypt(b"same", p256dh, b64url(auth)) for _ in range(3)]
     assert len({body[:16] for body in bodies}) == 3  # salts
     assert len({body[21:86] for body in bodies}) == 3  # ephemeral public keys
     for body in bodies:
@@ -73,7 +62,7 @@ def test_every_message_has_its_own_key_and_salt() -> None:
 def test_another_browser_cannot_open_it() -> None:
     _, p256dh, auth = browser()
     other, _, _ = browser()
-    body = encrypt(b"for one browser only", p256dh, text64(auth))
+    body = encrypt(b"for one browser only", p256dh, b64url(auth))
     with pytest.raises(http_ece.ECEException):
         http_ece.decrypt(body, private_key=other, auth_secret=auth, version="aes128gcm")
 
@@ -81,10 +70,10 @@ def test_another_browser_cannot_open_it() -> None:
 @pytest.mark.parametrize(
     ("p256dh", "auth", "says"),
     [
-        ("not base64!", text64(b"a" * 16), "p256dh"),
-        (text64(b"\x04" + b"\x01" * 64), text64(b"a" * 16), "not on the P-256 curve"),
-        (text64(b"\x02" + b"\x01" * 32), text64(b"a" * 16), "uncompressed"),
-        (None, text64(b"a" * 15), "16 bytes"),
+        ("not base64!", b64url(b"a" * 16), "p256dh"),
+        (b64url(b"\x04" + b"\x01" * 64), b64url(b"a" * 16), "not on the P-256 curve"),
+        (b64url(b"\x02" + b"\x01" * 32), b64url(b"a" * 16), "uncompressed"),
+        (None, b64url(b"a" * 15), "16 bytes"),
     ],
 )
 def test_malformed_keys_are_refused_every_time(p256dh: str | None, auth: str, says: str) -> None:
