@@ -52,6 +52,7 @@ from viarah.domain.jobs.model import dead_worker_after
 from viarah.domain.jobs.ports import GiveUpHandler, JobHandler
 from viarah.domain.jobs.services import (
     JobRunner,
+    OutboxPurge,
     OutboxRelay,
     SystemHealth,
     WorkerPresence,
@@ -81,6 +82,7 @@ log = logging.getLogger("viarah.metrics")
 
 PURGE_SESSIONS_JOB = "identity.purge_expired_sessions"
 CHECK_TOKEN_EXPIRY_JOB = "gitlab.check_token_expiry"
+PURGE_OUTBOX_JOB = "jobs.purge_done"
 
 
 def _broker(settings: Settings) -> RedisBroker | None:
@@ -102,6 +104,7 @@ def _job_handlers(
     integrations: GitLabIntegrations,
     notifier: Notifier,
     dispatcher: PushDispatcher,
+    outbox_purge: OutboxPurge,
 ) -> dict[str, JobHandler]:
     """Every job the worker knows, by name; each handler is idempotent."""
 
@@ -128,12 +131,16 @@ def _job_handlers(
     async def deliver_push(payload: dict[str, Any]) -> None:
         await dispatcher.deliver(str(payload["notification_id"]))
 
+    async def purge_outbox(_payload: dict[str, Any]) -> None:
+        await outbox_purge.purge()
+
     handlers: dict[str, JobHandler] = {
         PURGE_SESSIONS_JOB: purge_expired_sessions,
         REFRESH_JOB: refresh_object,
         PROCESS_JOB: process_delivery,
         CHECK_TOKEN_EXPIRY_JOB: check_token_expiry,
         DELIVER_JOB: deliver_push,
+        PURGE_OUTBOX_JOB: purge_outbox,
     }
     handlers.update({f"event.{event_type}": notify for event_type in EVENT_TYPES})
     return handlers
@@ -270,6 +277,7 @@ class Container(containers.DeclarativeContainer):
 
     job_store = providers.ThreadSafeSingleton(SqlJobStore, engine=engine, native=native_pool)
     heartbeat_store = providers.ThreadSafeSingleton(SqlHeartbeatStore, engine=engine)
+    outbox_purge = providers.Factory(OutboxPurge, store=job_store, clock=clock)
     job_handlers = providers.Callable(
         _job_handlers,
         authentication=authentication,
@@ -278,6 +286,7 @@ class Container(containers.DeclarativeContainer):
         integrations=gitlab_integrations,
         notifier=notifier,
         dispatcher=push_dispatcher,
+        outbox_purge=outbox_purge,
     )
     relay = providers.ThreadSafeSingleton(
         OutboxRelay,

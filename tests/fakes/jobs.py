@@ -19,6 +19,7 @@ class FakeJobStore:
         self.dispatched_at: dict[str, datetime] = {}
         self.locked_until: dict[str, datetime] = {}
         self.errors: dict[str, str] = {}
+        self.finished_at: dict[str, datetime] = {}
 
     def put(self, job_id: str, name: str, payload: dict[str, object], now: datetime) -> None:
         self.records[job_id] = JobRecord(
@@ -83,6 +84,7 @@ class FakeJobStore:
 
     async def finish(self, job_id: str, now: datetime) -> None:
         self.records[job_id] = replace(self.records[job_id], status=JobStatus.DONE)
+        self.finished_at[job_id] = now
 
     async def retry_later(self, job_id: str, error: str, available_at: datetime) -> None:
         rec = self.records[job_id]
@@ -98,6 +100,16 @@ class FakeJobStore:
 
     async def counts(self) -> dict[str, int]:
         return dict(Counter(r.status.value for r in self.records.values()))
+
+    async def purge_done(self, finished_before: datetime, limit: int) -> int:
+        old = [
+            job_id
+            for job_id, rec in self.records.items()
+            if rec.status is JobStatus.DONE and self.finished_at[job_id] < finished_before
+        ][:limit]
+        for job_id in old:
+            del self.records[job_id]
+        return len(old)
 
 
 class FakeJobQueue:

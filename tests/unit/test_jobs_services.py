@@ -8,7 +8,7 @@ import pytest
 
 from tests.fakes import FakeClock, FakeJobQueue, FakeJobStore
 from viarah.domain.jobs.model import MAX_ATTEMPTS, retry_delay
-from viarah.domain.jobs.services import JobRunner, OutboxRelay
+from viarah.domain.jobs.services import JobRunner, OutboxPurge, OutboxRelay
 from viarah.domain.shared.errors import Unavailable
 
 
@@ -210,3 +210,24 @@ def test_retry_delay_grows_and_is_capped() -> None:
     assert delays == sorted(delays)
     assert delays[0] == 2
     assert max(delays) == 600
+
+
+async def test_purge_deletes_day_old_done_jobs_in_batches_up_to_a_cap(
+    clock: FakeClock, store: FakeJobStore
+) -> None:
+    for n in range(12):
+        store.put(f"old{n}", "noop", {}, clock.now())
+        await store.finish(f"old{n}", clock.now())
+    store.put("failed", "noop", {}, clock.now())
+    await store.give_up("failed", "boom", clock.now())
+    store.put("waiting", "noop", {}, clock.now())
+    clock.advance(hours=23)
+    store.put("recent", "noop", {}, clock.now())
+    await store.finish("recent", clock.now())
+    clock.advance(hours=2)  # the old ones are now 25 h old, "recent" 2 h
+
+    purge = OutboxPurge(store, clock, batch=5, max_per_run=10)
+    assert await purge.purge() == 10  # two full batches, then the cap
+    assert await purge.purge() == 2  # the rest on the next run
+    assert await purge.purge() == 0
+    assert sorted(store.records) == ["failed", "recent", "waiting"]

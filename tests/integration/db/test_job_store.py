@@ -119,3 +119,32 @@ async def test_a_claim_held_by_a_live_worker_is_refused_in_a_group(container: Co
     assert claims[0] is None
     assert claims[1] is not None
     assert claims[1].id == second.id
+
+
+async def test_purge_deletes_only_done_jobs_finished_before_the_cutoff(
+    container: Container,
+) -> None:
+    await _add_jobs(container, 6)
+    store = container.job_store()
+    now = container.clock().now()
+    records = await store.take_due(now, 10)
+    old_done, older_done, new_done, failed, running = records[:5]
+    for record in records[:5]:
+        assert await store.claim(record.id, now, now + timedelta(minutes=5)) is not None
+    two_days_ago = now - timedelta(days=2)
+    await store.finish(old_done.id, two_days_ago)
+    await store.finish(older_done.id, two_days_ago - timedelta(hours=1))
+    await store.finish(new_done.id, now)
+    await store.give_up(failed.id, "gave up", two_days_ago)
+    cutoff = now - timedelta(days=1)
+
+    assert await store.purge_done(cutoff, 1) == 1  # the limit holds
+    assert await store.purge_done(cutoff, 100) == 1
+    assert await store.purge_done(cutoff, 100) == 0
+    statuses = await _statuses(container)
+    assert old_done.id not in statuses
+    assert older_done.id not in statuses
+    assert statuses[new_done.id] == "done"  # too recent
+    assert statuses[failed.id] == "failed"  # kept to explain what went wrong
+    assert statuses[running.id] == "running"
+    assert sorted(statuses.values()).count("dispatched") == 1

@@ -390,6 +390,11 @@ class SqlJobStore:
         async with self._statement() as conn:
             await conn.execute(_GIVE_UP, {"job_id": job_id, "error": error[:1000], "now": now})
 
+    async def purge_done(self, finished_before: datetime, limit: int) -> int:
+        async with self._statement() as conn:
+            result = await conn.execute(_PURGE_DONE, {"before": finished_before, "limit": limit})
+        return int(result.rowcount)
+
     async def counts(self) -> dict[str, int]:
         async with self._engine.connect() as conn:
             rows = (
@@ -398,6 +403,16 @@ class SqlJobStore:
         counts = {status.value: 0 for status in JobStatus}
         counts.update({row[0]: int(row[1]) for row in rows})
         return counts
+
+
+_PURGE_DONE = t.outbox.delete().where(
+    _o.id.in_(
+        sa.select(_o.id)
+        .where(_o.status == JobStatus.DONE.value, _o.finished_at < sa.bindparam("before"))
+        .limit(sa.bindparam("limit"))
+        .scalar_subquery()
+    )
+)
 
 
 class SqlHeartbeatStore:

@@ -25,6 +25,11 @@ MAX_ATTEMPTS = 12
 #: The relay hands jobs to the broker in messages of up to this many ids: a broker message
 #: costs the worker about as much CPU as a database statement, whatever it carries.
 JOBS_PER_MESSAGE = 8
+#: Done jobs are kept this long (to answer "did it run?"), then purged in batches.
+DONE_JOB_RETENTION = timedelta(hours=24)
+PURGE_BATCH = 5000
+#: One purge run deletes at most this many; the next hourly run continues.
+PURGE_MAX_PER_RUN = 200_000
 
 
 class JobStatus(StrEnum):

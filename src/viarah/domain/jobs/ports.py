@@ -48,6 +48,11 @@ class JobStore(Protocol):
         """How many jobs are in each status."""
         ...
 
+    async def purge_done(self, finished_before: datetime, limit: int) -> int:
+        """Delete up to ``limit`` jobs that finished ``done`` before ``finished_before``;
+        how many were deleted. Failed jobs are kept (they explain what went wrong)."""
+        ...
+
 
 class JobQueue(Protocol):
     """The broker: carries job ids to workers."""

@@ -12,8 +12,11 @@ from typing import Any
 from viarah.domain.jobs.model import (
     CLAIM_TIMEOUT,
     DEFAULT_DEAD_WORKER_AFTER,
+    DONE_JOB_RETENTION,
     JOBS_PER_MESSAGE,
     MAX_ATTEMPTS,
+    PURGE_BATCH,
+    PURGE_MAX_PER_RUN,
     Heartbeat,
     retry_delay,
 )
@@ -108,6 +111,39 @@ class OutboxRelay:
             if not isinstance(failure, BrokerUnavailable):
                 raise failure
         return sent
+
+
+class OutboxPurge:
+    """Deletes done jobs older than :data:`DONE_JOB_RETENTION` from the outbox, in
+    batches (each its own short statement), so that the table every relay pass and
+    claim works on stays the size of the recent work instead of growing forever."""
+
+    def __init__(
+        self,
+        store: JobStore,
+        clock: Clock,
+        retention: timedelta = DONE_JOB_RETENTION,
+        batch: int = PURGE_BATCH,
+        max_per_run: int = PURGE_MAX_PER_RUN,
+    ) -> None:
+        self._store = store
+        self._clock = clock
+        self._retention = retention
+        self._batch = batch
+        self._max = max_per_run
+
+    async def purge(self) -> int:
+        """How many done jobs were deleted (at most ``max_per_run``; the rest next time)."""
+        before = self._clock.now() - self._retention
+        deleted = 0
+        while deleted < self._max:
+            count = await self._store.purge_done(before, min(self._batch, self._max - deleted))
+            deleted += count
+            if count < self._batch:
+                break
+        if deleted:
+            log.info("outbox.purged jobs=%d finished_before=%s", deleted, before.isoformat())
+        return deleted
 
 
 class JobRunner:
