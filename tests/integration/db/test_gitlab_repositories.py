@@ -116,6 +116,17 @@ async def world(database_url: str) -> AsyncIterator[World]:
     await engine.dispose()
 
 
+def issue_hook(project_path: str, iid: int) -> bytes:
+    """The parts of an Issue Hook payload that ViaRah reads: the issue was closed."""
+    return json.dumps(
+        {
+            "object_kind": "issue",
+            "project": {"path_with_namespace": project_path},
+            "object_attributes": {"iid": iid, "action": "close"},
+        }
+    ).encode()
+
+
 async def _configure(w: World) -> None:
     await w.integrations.update(
         w.admin, w.org_id, base_url=BASE, token="glpat-good", webhook_secret=SECRET
@@ -189,13 +200,7 @@ async def test_webhooks_dedupe_process_and_page(world: World) -> None:
     await world.links.link(world.admin, world.org_id, task.id, f"{BASE}/g/p/-/issues/3")
     await world.refresher.refresh(world.org_id, "g/p", "issue", 3)
     world.gitlab.put("g/p", "issue", 3, "closed")
-    body = json.dumps(
-        {
-            "object_kind": "issue",
-            "project": {"path_with_namespace": "g/p"},
-            "object_attributes": {"iid": 3, "action": "close"},
-        }
-    ).encode()
+    body = issue_hook("g/p", 3)
     headers = {"x-gitlab-token": SECRET, "x-gitlab-event": "Issue Hook", "idempotency-key": "k-1"}
     assert await world.webhooks.receive(world.org_id, headers, body) == "accepted"
     assert await world.webhooks.receive(world.org_id, headers, body) == "duplicate"
@@ -230,13 +235,7 @@ async def test_concurrent_redeliveries_store_one_delivery_and_one_job(world: Wor
     """The delivery and its job are one atomic write: racing retries of one GitLab
     delivery (same Idempotency-Key) store it once, queue it once, and lose nothing."""
     await _configure(world)
-    body = json.dumps(
-        {
-            "object_kind": "issue",
-            "project": {"path_with_namespace": "g/p"},
-            "object_attributes": {"iid": 9, "action": "close"},
-        }
-    ).encode()
+    body = issue_hook("g/p", 9)
     headers = {"x-gitlab-token": SECRET, "x-gitlab-event": "Issue Hook", "idempotency-key": "r"}
     answers = await asyncio.gather(
         *(world.webhooks.receive(world.org_id, headers, body) for _ in range(6))
