@@ -53,6 +53,14 @@ KEY_CACHE_SIZE = 4096
 _TOPIC = re.compile(rf"^[A-Za-z0-9_-]{{1,{MAX_TOPIC_LENGTH}}}$")
 
 
+def _refuse_oversized(plaintext: bytes) -> None:
+    if len(plaintext) > MAX_PLAINTEXT_BYTES:
+        raise ValueError(
+            f"push payload too large: {len(plaintext)} bytes of plaintext, at most "
+            f"{MAX_PLAINTEXT_BYTES} fit in a 4096-byte Web Push message"
+        )
+
+
 def check_message(message: PushMessage) -> None:
     """ValueError when the message breaks a rule of the protocol (a caller's bug).
 
@@ -60,12 +68,7 @@ def check_message(message: PushMessage) -> None:
     seconds ≥ 1 (a TTL of 0 lets the push service drop the message when the browser is
     offline), urgency one of RFC 8030's four, topic at most 32 base64url characters.
     """
-    size = len(message.plaintext)
-    if size > MAX_PLAINTEXT_BYTES:
-        raise ValueError(
-            f"push payload too large: {size} bytes of plaintext, at most "
-            f"{MAX_PLAINTEXT_BYTES} fit in a 4096-byte Web Push message"
-        )
+    _refuse_oversized(message.plaintext)
     if isinstance(message.ttl, bool) or not isinstance(message.ttl, int) or message.ttl < 1:
         raise ValueError(f"push TTL must be a whole number of seconds ≥ 1, got {message.ttl!r}")
     if message.urgency not in URGENCIES:
@@ -77,16 +80,11 @@ def check_message(message: PushMessage) -> None:
         )
 
 
-def subscription_keys(p256dh: str, auth: str) -> tuple[ec.EllipticCurvePublicKey, bytes]:
-    """The browser's public key and auth secret; ValueError (never showing a key) when
-    malformed. The domain checks them when a subscription is stored; this is defence."""
-    public, _raw, secret = _receiver(p256dh, auth)
-    return public, secret
-
-
 @functools.lru_cache(maxsize=KEY_CACHE_SIZE)
 def _receiver(p256dh: str, auth: str) -> tuple[ec.EllipticCurvePublicKey, bytes, bytes]:
-    """(key, its 65 uncompressed bytes, auth secret); errors are raised, never cached."""
+    """The browser's key, its 65 uncompressed bytes and its auth secret. ValueError (never
+    showing a key) when malformed: the domain checks them when a subscription is stored;
+    this is defence. Errors are raised, never cached."""
     raw = b64url_decode(p256dh, "the subscription's p256dh key")
     if len(raw) != 65 or raw[0] != 0x04:
         raise ValueError("the subscription's p256dh key is not an uncompressed P-256 point")
@@ -111,8 +109,7 @@ def encrypt(
     """The aes128gcm body for one browser. A fresh ephemeral key and salt every call;
     ``ephemeral`` and ``salt`` are given only to reproduce RFC 8291's example."""
     receiver, ua_public, auth_secret = _receiver(p256dh, auth)
-    if len(plaintext) > MAX_PLAINTEXT_BYTES:
-        raise ValueError(f"push payload too large: {len(plaintext)} bytes of plaintext")
+    _refuse_oversized(plaintext)
     private = ephemeral if ephemeral is not None else ec.generate_private_key(_CURVE)
     as_public = private.public_key().public_bytes(Encoding.X962, PublicFormat.UncompressedPoint)
     salt = salt if salt is not None else os.urandom(16)
