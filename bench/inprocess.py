@@ -142,8 +142,8 @@ async def _run(stack: Stack, seeded: Any, n: int, profile: str | None) -> None:
         calls["webhook"] = webhook
         for name, call in calls.items():
             await _measure(name, call, n)
-        if profile == "webhook":
-            await _profile(calls["webhook"], n)
+        if profile in calls:
+            await _profile(calls[profile], n)
         # Every webhook above stored a delivery and its job: run them as the worker does.
         pending = [
             row[0]
@@ -162,8 +162,6 @@ async def _run(stack: Stack, seeded: Any, n: int, profile: str | None) -> None:
         await _measure("delivery (worker, no broker)", delivery, count)
         if profile == "delivery":
             await _profile(delivery, count)
-        elif profile in calls and profile != "webhook":
-            await _profile(calls[profile], n)
 
 
 async def _profile(call: Call, n: int) -> None:

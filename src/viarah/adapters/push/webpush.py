@@ -279,8 +279,9 @@ def crypto_floor_operation(
     """The CPU work of one push with nothing cached: message checks, endpoint checks,
     aes128gcm encryption (fresh ephemeral ECDH key) AND a fresh VAPID ES256 signature.
 
-    For benchmarks: call it in a tight loop to measure the crypto floor (messages/s one
-    core can prepare). ``send`` normally reuses the cached signature, so real sends cost
-    one ECDH key generation + ECDH + HKDF + AES-GCM, plus the network round trip.
+    For benchmarks: ViaRah's own preparation timed beside the crypto floor (which is
+    pywebpush's encode plus a fresh signature, ``bench/pipeline_runs.py``). ``send``
+    reuses the cached signature, so real sends cost one ECDH key generation + ECDH +
+    HKDF + AES-GCM, plus the network round trip.
     """
     return sender.prepare(target, message, fresh_signature=True)
