@@ -46,7 +46,7 @@ from viarah.adapters.queue.inprocess import InProcessJobQueue
 from viarah.domain.gitlab.integrations import GitLabIntegrations
 from viarah.domain.gitlab.keys import StoredSecrets
 from viarah.domain.gitlab.links import REFRESH_JOB, GitLabLinks, GitLabRefresher
-from viarah.domain.gitlab.webhooks import PROCESS_JOB, GitLabWebhooks
+from viarah.domain.gitlab.webhooks import DRAIN_JOB, PROCESS_JOB, SWEEP_JOB, GitLabWebhooks
 from viarah.domain.identity.services import ApiTokens, Authentication, Users
 from viarah.domain.jobs.model import dead_worker_after
 from viarah.domain.jobs.ports import GiveUpHandler, JobHandler
@@ -83,6 +83,7 @@ log = logging.getLogger("viarah.metrics")
 PURGE_SESSIONS_JOB = "identity.purge_expired_sessions"
 CHECK_TOKEN_EXPIRY_JOB = "gitlab.check_token_expiry"
 PURGE_OUTBOX_JOB = "jobs.purge_done"
+SWEEP_DELIVERIES_JOB = SWEEP_JOB
 
 
 def _broker(settings: Settings) -> RedisBroker | None:
@@ -122,6 +123,12 @@ def _job_handlers(
     async def process_delivery(payload: dict[str, Any]) -> None:
         await webhooks.process(str(payload["delivery_id"]))
 
+    async def process_deliveries(payload: dict[str, Any]) -> None:
+        await webhooks.process_waiting(str(payload["org_id"]))
+
+    async def sweep_deliveries(_payload: dict[str, Any]) -> None:
+        await webhooks.requeue_waiting()
+
     async def check_token_expiry(_payload: dict[str, Any]) -> None:
         await integrations.warn_expiring_tokens()
 
@@ -138,6 +145,8 @@ def _job_handlers(
         PURGE_SESSIONS_JOB: purge_expired_sessions,
         REFRESH_JOB: refresh_object,
         PROCESS_JOB: process_delivery,
+        DRAIN_JOB: process_deliveries,
+        SWEEP_JOB: sweep_deliveries,
         CHECK_TOKEN_EXPIRY_JOB: check_token_expiry,
         DELIVER_JOB: deliver_push,
         PURGE_OUTBOX_JOB: purge_outbox,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import datetime, timedelta
 
-from tests.fakes.memory import _Repo
+from tests.fakes.memory import _Repo, add_jobs
 from viarah.domain.gitlab.client import GitLabCallFailed, GitLabObject, GitLabUser, TokenInfo
 from viarah.domain.gitlab.model import (
     REFRESH_PENDING_TIMEOUT,
@@ -14,6 +14,7 @@ from viarah.domain.gitlab.model import (
     GitLabIntegration,
     GitLabLink,
     LinkSnapshot,
+    RefreshQueued,
     WebhookDelivery,
 )
 from viarah.domain.gitlab.urls import GitLabRef
@@ -97,23 +98,24 @@ class FakeLinks(_Repo):
         now: datetime,
         *,
         min_attempt_interval: timedelta | None,
-    ) -> bool:
+    ) -> RefreshQueued | None:
         links = await self.for_object(org_id, key)
         if not links:
-            return False
+            return None
         for link in links:
             pending = link.refresh_requested_at
             if pending is not None and pending > now - REFRESH_PENDING_TIMEOUT:
-                return False
+                return None
             last = link.last_attempt_at
             if (
                 min_attempt_interval is not None
                 and last is not None
                 and last > now - min_attempt_interval
             ):
-                return False
+                return None
         self._update(org_id, key, refresh_requested_at=now)
-        return True
+        attempts = [link.last_attempt_at for link in links if link.last_attempt_at is not None]
+        return RefreshQueued(max(attempts, default=None))
 
     async def start_refresh(self, org_id: OrgId, key: tuple[str, str, int], now: datetime) -> None:
         self._update(org_id, key, refresh_requested_at=None, last_attempt_at=now)
@@ -152,7 +154,7 @@ class FakeDeliveries(_Repo):
             return False
         self.db.deliveries[delivery.id] = delivery
         if job is not None:
-            self.db.jobs.append(job)
+            add_jobs(self.db, [job])
         return True
 
     async def get(self, delivery_id: str) -> WebhookDelivery | None:
@@ -166,6 +168,30 @@ class FakeDeliveries(_Repo):
             delivery, status=DeliveryStatus.PROCESSED, processed_at=now
         )
         return delivery
+
+    async def take_waiting(self, org_id: OrgId, now: datetime, limit: int) -> list[WebhookDelivery]:
+        waiting = sorted(
+            (
+                d
+                for d in self.db.deliveries.values()
+                if d.org_id == org_id and d.status is DeliveryStatus.RECEIVED
+            ),
+            key=lambda d: (d.received_at, d.id),
+        )[:limit]
+        for delivery in waiting:
+            self.db.deliveries[delivery.id] = replace(
+                delivery, status=DeliveryStatus.PROCESSED, processed_at=now
+            )
+        return waiting
+
+    async def orgs_waiting(self, received_before: datetime) -> list[OrgId]:
+        return sorted(
+            {
+                d.org_id
+                for d in self.db.deliveries.values()
+                if d.status is DeliveryStatus.RECEIVED and d.received_at < received_before
+            }
+        )
 
     async def finish(
         self, delivery_id: str, status: DeliveryStatus, now: datetime, error: str | None

@@ -42,6 +42,14 @@ class MemoryDatabase:
     push_deliveries: dict[str, PushDelivery] = field(default_factory=dict)
 
 
+def add_jobs(db: MemoryDatabase, jobs: list[Job]) -> None:
+    """Commit jobs to ``db.jobs`` (the pending ones, until a test runs them): a job whose
+    coalesce key is pending already adds nothing, as in the SQL outbox."""
+    for job in jobs:
+        if job.coalesce_key is None or all(j.coalesce_key != job.coalesce_key for j in db.jobs):
+            db.jobs.append(job)
+
+
 class _Repo:
     def __init__(self, db: MemoryDatabase) -> None:
         self.db = db

@@ -8,7 +8,7 @@ from typing import Self
 
 from tests.fakes.gitlab import FakeAudit, FakeDeliveries, FakeIntegrations, FakeLinks, FakeOrgAccess
 from tests.fakes.identity import FakeApiTokens, FakeSessions, FakeUsers
-from tests.fakes.memory import FakeOutbox, MemoryDatabase
+from tests.fakes.memory import FakeOutbox, MemoryDatabase, add_jobs
 from tests.fakes.notifications import (
     FakeAudience,
     FakeNotifications,
@@ -75,7 +75,7 @@ class FakeUnitOfWork:
         assert self._work is not None
         assert not self._read_only, "commit in a read-only unit of work"
         assert not (self._single_write and self.outbox.pending), "a single write has no outbox"
-        self._work.jobs.extend(self.outbox.pending)
+        add_jobs(self._work, self.outbox.pending)
         self.outbox.pending = []
         self._work.commits += 1
         for name in vars(self._shared):

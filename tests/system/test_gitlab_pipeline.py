@@ -244,7 +244,7 @@ def test_worker_killed_mid_job_leaves_nothing_unprocessed(stack_for: Callable[..
     )
     processed = stack.scalar("SELECT count(*) FROM webhook_deliveries WHERE status = 'processed'")
     unfinished = stack.scalar(
-        "SELECT count(*) FROM outbox WHERE job IN ('gitlab.process_delivery', "
+        "SELECT count(*) FROM outbox WHERE job IN ('gitlab.process_deliveries', "
         "'gitlab.refresh_object') AND status NOT IN ('done', 'failed')"
     )
     print(f"killed mid-job; the restarted worker finished it {took:.1f} s later")

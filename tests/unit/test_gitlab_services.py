@@ -18,11 +18,12 @@ from tests.fakes import (
     FakeUnitOfWork,
 )
 from tests.unit.conftest import App
+from viarah.domain.gitlab import webhooks as webhooks_module
 from viarah.domain.gitlab.client import GitLabCallFailed
 from viarah.domain.gitlab.integrations import GitLabIntegrations
 from viarah.domain.gitlab.links import REFRESH_JOB, GitLabLinks, GitLabRefresher
 from viarah.domain.gitlab.model import DeliveryStatus, SyncStatus, TokenStatus
-from viarah.domain.gitlab.webhooks import PROCESS_JOB, GitLabWebhooks, classify
+from viarah.domain.gitlab.webhooks import DRAIN_JOB, REFRESH_SPACING, GitLabWebhooks, classify
 from viarah.domain.shared.actor import Actor
 from viarah.domain.shared.errors import Conflict, Forbidden, InvalidInput, NotFound, Unavailable
 
@@ -53,6 +54,12 @@ class GitLabApp:
         self.app.db.jobs = [j for j in self.app.db.jobs if j.name != REFRESH_JOB]
         for job in jobs:
             await self.refresher.refresh(**job.payload)
+
+    async def run_drain_jobs(self) -> int:
+        """Run the pending drain jobs (as the worker would); the deliveries processed."""
+        jobs = [j for j in self.app.db.jobs if j.name == DRAIN_JOB]
+        self.app.db.jobs = [j for j in self.app.db.jobs if j.name != DRAIN_JOB]
+        return sum([await self.webhooks.process_waiting(**job.payload) for job in jobs])
 
     async def hook(self, body: dict[str, Any], **headers: str) -> str:
         raw = json.dumps(body).encode()
@@ -430,7 +437,13 @@ async def test_webhook_is_stored_with_its_job_and_deduplicated(gl: GitLabApp) ->
     assert len(gl.app.db.deliveries) == 1
     (delivery,) = gl.app.db.deliveries.values()
     assert (delivery.project_path, delivery.iid, delivery.action) == ("g/p", 4, "close")
-    assert gl.jobs(PROCESS_JOB) == [{"delivery_id": delivery.id}]
+    assert gl.jobs(DRAIN_JOB) == [{"org_id": gl.org_id}]
+    # While that job is pending, more webhooks add no job: it processes them all.
+    assert await gl.hook(issue_hook(5), **{"idempotency-key": "def"}) == "accepted"
+    assert gl.jobs(DRAIN_JOB) == [{"org_id": gl.org_id}]
+    assert await gl.run_drain_jobs() == 2
+    assert await gl.hook(issue_hook(6), **{"idempotency-key": "ghi"}) == "accepted"
+    assert gl.jobs(DRAIN_JOB) == [{"org_id": gl.org_id}]  # none pending: a new one
 
 
 async def test_a_delivery_whose_processing_gave_up_is_marked_failed(gl: GitLabApp) -> None:
@@ -462,7 +475,7 @@ async def test_unsupported_event_is_stored_as_ignored(gl: GitLabApp) -> None:
     assert await gl.hook({"object_kind": "push"}, **{"x-gitlab-event": "Push Hook"}) == "accepted"
     (delivery,) = gl.app.db.deliveries.values()
     assert delivery.status is DeliveryStatus.IGNORED
-    assert gl.jobs(PROCESS_JOB) == []
+    assert gl.jobs(DRAIN_JOB) == []
 
 
 async def test_webhook_authentication(gl: GitLabApp) -> None:
@@ -512,13 +525,13 @@ async def test_processing_refreshes_the_links(gl: GitLabApp) -> None:
     gl.gitlab.put("g/p", "issue", 4, "closed")
     await gl.hook(issue_hook(4), **{"idempotency-key": "k1"})
     gl.gitlab.calls.clear()
-    (job,) = gl.jobs(PROCESS_JOB)
-    await gl.webhooks.process(job["delivery_id"])
+    assert await gl.run_drain_jobs() == 1
     (delivery,) = gl.app.db.deliveries.values()
     assert delivery.status is DeliveryStatus.PROCESSED
     assert delivery.processed_at == gl.app.clock.now()
     assert len(gl.jobs(REFRESH_JOB)) == 1  # queued with the delivery's outcome
-    await gl.webhooks.process(job["delivery_id"])  # a redelivered job is a no-op
+    assert await gl.webhooks.process_waiting(gl.org_id) == 0  # a redelivered job: no-op
+    await gl.webhooks.process(delivery.id)  # an older version's per-delivery job: no-op
     assert len(gl.jobs(REFRESH_JOB)) == 1
     await gl.run_refresh_jobs()
     assert gl.gitlab.calls == ["object:g/p:issue:4"]
@@ -536,8 +549,7 @@ async def test_delivery_is_coalesced_with_a_queued_refresh(gl: GitLabApp) -> Non
     for n in range(5):
         await gl.hook(issue_hook(4), **{"idempotency-key": f"k{n}"})
     gl.gitlab.calls.clear()
-    for job in gl.jobs(PROCESS_JOB):
-        await gl.webhooks.process(job["delivery_id"])
+    assert await gl.run_drain_jobs() == 5
     assert gl.gitlab.calls == []  # the queued refresh will fetch the current state
     assert {d.status for d in gl.app.db.deliveries.values()} == {DeliveryStatus.PROCESSED}
     await gl.run_refresh_jobs()
@@ -552,8 +564,7 @@ async def test_refresh_queued_by_a_delivery_is_retried_after_a_network_error(
     await gl.links.link(gl.member, gl.org_id, gl.task_id, f"{BASE}/g/p/-/issues/4")
     await gl.run_refresh_jobs()
     await gl.hook(issue_hook(4), **{"idempotency-key": "k1"})
-    (job,) = gl.jobs(PROCESS_JOB)
-    await gl.webhooks.process(job["delivery_id"])
+    await gl.run_drain_jobs()
     (refresh,) = gl.jobs(REFRESH_JOB)
     gl.gitlab.failures.append(GitLabCallFailed("network_error", "timeout"))
     with pytest.raises(Unavailable):  # the job runner retries it with backoff
@@ -569,10 +580,122 @@ async def test_delivery_for_unlinked_object_costs_no_call(gl: GitLabApp) -> None
     await configured(gl)
     await gl.hook(issue_hook(77), **{"idempotency-key": "x"})
     gl.gitlab.calls.clear()
-    (job,) = gl.jobs(PROCESS_JOB)
-    await gl.webhooks.process(job["delivery_id"])
+    assert await gl.run_drain_jobs() == 1
     assert gl.gitlab.calls == []
     assert next(iter(gl.app.db.deliveries.values())).status is DeliveryStatus.PROCESSED
+
+
+async def _linked_issues(gl: GitLabApp, *iids: int) -> None:
+    for iid in iids:
+        gl.gitlab.put("g/p", "issue", iid, "opened")
+        await gl.links.link(gl.member, gl.org_id, gl.task_id, f"{BASE}/g/p/-/issues/{iid}")
+    await gl.run_refresh_jobs()
+
+
+async def test_a_burst_is_processed_in_batches_oldest_first(
+    gl: GitLabApp, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(webhooks_module, "DRAIN_BATCH", 3)
+    await configured(gl)
+    await _linked_issues(gl, 1, 2)
+    for n in range(8):
+        gl.app.clock.advance(seconds=1)
+        await gl.hook(issue_hook(1 + n % 2), **{"idempotency-key": f"k{n}"})
+    assert len(gl.jobs(DRAIN_JOB)) == 1
+    assert await gl.run_drain_jobs() == 8  # batches of 3, 3 and 2
+    statuses = {d.status for d in gl.app.db.deliveries.values()}
+    assert statuses == {DeliveryStatus.PROCESSED}
+    refreshes = sorted(job["iid"] for job in gl.jobs(REFRESH_JOB))
+    assert refreshes == [1, 2]  # one per object, however many deliveries named it
+    assert gl.jobs(DRAIN_JOB) == []
+
+
+async def test_refreshes_asked_for_by_webhooks_are_spaced_per_object(gl: GitLabApp) -> None:
+    await configured(gl)
+    await _linked_issues(gl, 1)  # refreshed just now
+    refreshed_at = gl.app.clock.now()
+    await gl.hook(issue_hook(1), **{"idempotency-key": "k1"})
+    await gl.run_drain_jobs()
+    (job,) = [j for j in gl.app.db.jobs if j.name == REFRESH_JOB]
+    assert job.not_before == refreshed_at + REFRESH_SPACING  # a second after the last one
+    await gl.run_refresh_jobs()
+    gl.app.clock.advance(seconds=5)
+    await gl.hook(issue_hook(1), **{"idempotency-key": "k2"})
+    await gl.run_drain_jobs()
+    (job,) = [j for j in gl.app.db.jobs if j.name == REFRESH_JOB]
+    assert job.not_before is None  # the last refresh is long past: at once
+
+
+async def test_a_long_drain_hands_the_rest_to_a_follow_up_job(
+    gl: GitLabApp, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(webhooks_module, "DRAIN_BATCH", 2)
+    monkeypatch.setattr(webhooks_module, "DRAIN_MAX_BATCHES", 2)
+    await configured(gl)
+    for n in range(5):
+        gl.app.clock.advance(seconds=1)
+        await gl.hook(issue_hook(n + 1), **{"idempotency-key": f"k{n}"})
+    assert await gl.run_drain_jobs() == 4
+    assert gl.jobs(DRAIN_JOB) == [{"org_id": gl.org_id}]
+    waiting = [d for d in gl.app.db.deliveries.values() if d.status is DeliveryStatus.RECEIVED]
+    assert [d.iid for d in waiting] == [5]  # the newest is left for the follow-up
+    assert await gl.run_drain_jobs() == 1
+    assert gl.jobs(DRAIN_JOB) == []
+
+
+async def test_a_delivery_that_cannot_be_processed_does_not_hold_back_the_others(
+    gl: GitLabApp, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await configured(gl)
+    await _linked_issues(gl, 1, 2, 3)
+    real = FakeLinks.request_refresh
+
+    async def poisoned(self: FakeLinks, org_id: Any, key: Any, *args: Any, **kw: Any) -> bool:
+        if key[2] == 2:
+            raise RuntimeError("a bug with this object")
+        return await real(self, org_id, key, *args, **kw)
+
+    monkeypatch.setattr(FakeLinks, "request_refresh", poisoned)
+    for iid in (1, 2, 3):
+        await gl.hook(issue_hook(iid), **{"idempotency-key": f"k{iid}"})
+    assert await gl.run_drain_jobs() == 3
+    by_iid = {d.iid: d for d in gl.app.db.deliveries.values()}
+    assert by_iid[1].status is DeliveryStatus.PROCESSED
+    assert by_iid[3].status is DeliveryStatus.PROCESSED
+    assert by_iid[2].status is DeliveryStatus.FAILED
+    assert by_iid[2].error == "processing failed: RuntimeError"
+    assert sorted(job["iid"] for job in gl.jobs(REFRESH_JOB)) == [1, 3]
+
+
+async def test_a_drain_with_the_database_away_keeps_every_delivery_waiting(
+    gl: GitLabApp, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await configured(gl)
+    await _linked_issues(gl, 1)
+
+    async def away(*_args: Any, **_kw: Any) -> bool:
+        raise Unavailable("the database is unavailable")
+
+    monkeypatch.setattr(FakeLinks, "request_refresh", away)
+    await gl.hook(issue_hook(1), **{"idempotency-key": "k1"})
+    with pytest.raises(Unavailable):  # the job runner retries the job later
+        await gl.run_drain_jobs()
+    (delivery,) = gl.app.db.deliveries.values()
+    assert delivery.status is DeliveryStatus.RECEIVED
+
+
+async def test_deliveries_left_waiting_get_a_drain_job_from_the_sweep(gl: GitLabApp) -> None:
+    await configured(gl)
+    await gl.hook(issue_hook(1), **{"idempotency-key": "k1"})
+    gl.app.db.jobs.clear()  # its drain ran before the delivery committed (a lost race)
+    assert await gl.webhooks.requeue_waiting() == 0  # not waiting for long yet
+    assert gl.jobs(DRAIN_JOB) == []
+    gl.app.clock.advance(seconds=31)
+    assert await gl.webhooks.requeue_waiting() == 1
+    assert await gl.webhooks.requeue_waiting() == 1  # coalesced with the pending one
+    assert gl.jobs(DRAIN_JOB) == [{"org_id": gl.org_id}]
+    assert await gl.run_drain_jobs() == 1
+    assert await gl.webhooks.requeue_waiting() == 0
 
 
 async def test_deliveries_are_listed_newest_first_with_cursor(gl: GitLabApp) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -22,8 +23,8 @@ from viarah.adapters.db.uow import SqlUnitOfWork
 from viarah.domain.gitlab.integrations import GitLabIntegrations
 from viarah.domain.gitlab.keys import StoredSecrets
 from viarah.domain.gitlab.links import REFRESH_JOB, GitLabLinks, GitLabRefresher
-from viarah.domain.gitlab.model import DeliveryStatus, SyncStatus
-from viarah.domain.gitlab.webhooks import GitLabWebhooks
+from viarah.domain.gitlab.model import DeliveryStatus, RefreshQueued, SyncStatus
+from viarah.domain.gitlab.webhooks import DRAIN_JOB, GitLabWebhooks
 from viarah.domain.identity.services import Users
 from viarah.domain.orgs.services import Organizations, Projects, Tasks
 from viarah.domain.shared.actor import Actor
@@ -84,6 +85,19 @@ class World(Services):
 
 @pytest.fixture
 async def world(database_url: str) -> AsyncIterator[World]:
+    async with _world(database_url) as made:
+        yield made
+
+
+@pytest.fixture
+async def pg_world(postgres_url: str) -> AsyncIterator[World]:
+    """The same on PostgreSQL only (behaviour SQLite's single writer cannot show)."""
+    async with _world(postgres_url) as made:
+        yield made
+
+
+@asynccontextmanager
+async def _world(database_url: str) -> AsyncIterator[World]:
     engine = create_engine(database_url)
     native = native_pool_for(engine, size=4)
     clock = SystemClock()
@@ -177,11 +191,12 @@ async def test_request_refresh_has_one_winner_under_concurrency(world: World) ->
     task = await world.tasks.create(world.admin, world.org_id, world.project_id, "T")
     await world.links.link(world.admin, world.org_id, task.id, f"{BASE}/g/p/-/issues/3")
     uow = SqlUnitOfWork(world.engine, SystemClock(), native=world.native)
+    attempted = SystemClock().now()
     async with uow:
-        await uow.gitlab_links.start_refresh(world.org_id, ("g/p", "issue", 3), SystemClock().now())
+        await uow.gitlab_links.start_refresh(world.org_id, ("g/p", "issue", 3), attempted)
         await uow.commit()
 
-    async def request() -> bool:
+    async def request() -> RefreshQueued | None:
         async with SqlUnitOfWork(world.engine, SystemClock(), native=world.native) as u:
             won = await u.gitlab_links.request_refresh(
                 world.org_id, ("g/p", "issue", 3), SystemClock().now(), min_attempt_interval=None
@@ -190,7 +205,9 @@ async def test_request_refresh_has_one_winner_under_concurrency(world: World) ->
             return won
 
     results = await asyncio.gather(*(request() for _ in range(6)))
-    assert sorted(results) == [False] * 5 + [True]
+    (winner,) = [won for won in results if won is not None]
+    assert results.count(None) == 5
+    assert winner.last_attempt_at == attempted  # when the queued refresh may start
 
 
 async def test_webhooks_dedupe_process_and_page(world: World) -> None:
@@ -210,8 +227,9 @@ async def test_webhooks_dedupe_process_and_page(world: World) -> None:
             {**headers, "idempotency-key": f"other-{n}", "x-gitlab-event": "Push Hook"},
             b"{}",
         )
-    (job,) = await world.jobs("gitlab.process_delivery")
-    await world.webhooks.process(str(job["delivery_id"]))
+    (job,) = await world.jobs(DRAIN_JOB)
+    assert job == {"org_id": world.org_id}
+    assert await world.webhooks.process_waiting(world.org_id) == 1
     refreshes = await world.jobs(REFRESH_JOB)
     await world.refresher.refresh(**refreshes[-1])  # type: ignore[arg-type]
     (view,) = await world.links.list_links(world.admin, world.org_id, task.id)
@@ -245,10 +263,87 @@ async def test_concurrent_redeliveries_store_one_delivery_and_one_job(world: Wor
         deliveries = (await conn.execute(sa.select(t.webhook_deliveries))).all()
         jobs = (await conn.execute(sa.select(t.outbox))).all()
     (delivery,) = deliveries
-    (job,) = [j for j in jobs if j.job == "gitlab.process_delivery"]
-    assert dict(job.payload) == {"delivery_id": delivery.id}
+    (job,) = [j for j in jobs if j.job == DRAIN_JOB]
+    assert dict(job.payload) == {"org_id": world.org_id}
     assert (job.status, job.attempts) == ("pending", 0)
+    assert job.coalesce_key == f"{DRAIN_JOB}:{world.org_id}"
     assert job.created_at == job.available_at == delivery.received_at
+
+
+async def _receive_many(world: World, count: int, start: int = 0) -> None:
+    for n in range(start, start + count):
+        headers = {
+            "x-gitlab-token": SECRET,
+            "x-gitlab-event": "Issue Hook",
+            "idempotency-key": f"k{n}",
+        }
+        await world.webhooks.receive(world.org_id, headers, issue_hook("g/p", 1 + n % 3))
+
+
+async def _statuses(world: World) -> dict[str, int]:
+    query = sa.select(t.webhook_deliveries.c.status, sa.func.count()).group_by(
+        t.webhook_deliveries.c.status
+    )
+    async with world.engine.connect() as conn:
+        return {row[0]: row[1] for row in (await conn.execute(query)).all()}
+
+
+async def test_a_burst_shares_one_pending_job_and_is_processed_in_batches(world: World) -> None:
+    await _configure(world)
+    await _receive_many(world, 12)
+    assert await world.jobs(DRAIN_JOB) == [{"org_id": world.org_id}]  # one for the burst
+    async with world.engine.begin() as conn:  # the relay hands it to the broker...
+        await conn.execute(t.outbox.update().values(status="dispatched"))
+    await _receive_many(world, 1, start=12)  # ...so the next webhook adds a new one
+    assert len(await world.jobs(DRAIN_JOB)) == 2
+    assert await world.webhooks.process_waiting(world.org_id) == 13
+    assert await _statuses(world) == {"processed": 13}
+    assert await world.webhooks.process_waiting(world.org_id) == 0
+
+
+async def test_waiting_deliveries_are_taken_oldest_first_and_swept(world: World) -> None:
+    await _configure(world)
+    await _receive_many(world, 5)
+    later = SystemClock().now() + timedelta(minutes=1)
+    async with SqlUnitOfWork(world.engine, SystemClock(), world.native) as uow:
+        assert await uow.webhook_deliveries.orgs_waiting(later) == [world.org_id]
+        first = await uow.webhook_deliveries.take_waiting(world.org_id, later, 3)
+        rest = await uow.webhook_deliveries.take_waiting(world.org_id, later, 3)
+        assert await uow.webhook_deliveries.orgs_waiting(later) == []
+        await uow.rollback()  # nothing happened
+    assert [d.status for d in first + rest] == [DeliveryStatus.RECEIVED] * 5
+    assert [d.idempotency_key for d in first + rest] == [f"key:k{n}" for n in range(5)]
+    stamps = [(d.received_at, d.id) for d in first + rest]
+    assert stamps == sorted(stamps)
+    async with world.engine.begin() as conn:  # as if their drain ran before they committed
+        await conn.execute(t.outbox.delete())
+    assert await world.webhooks.requeue_waiting() == 0  # not waiting for long yet
+    async with world.engine.begin() as conn:
+        await conn.execute(
+            t.webhook_deliveries.update().values(received_at=later - timedelta(minutes=3))
+        )
+    assert await world.webhooks.requeue_waiting() == 1
+    assert await world.webhooks.requeue_waiting() == 1
+    assert await world.jobs(DRAIN_JOB) == [{"org_id": world.org_id}]  # coalesced
+    assert await world.webhooks.process_waiting(world.org_id) == 5
+
+
+async def test_two_drains_take_disjoint_batches_without_waiting(pg_world: World) -> None:
+    world = pg_world
+    await _configure(world)
+    await _receive_many(world, 10)
+    now = SystemClock().now()
+    async with SqlUnitOfWork(world.engine, SystemClock(), world.native) as first:
+        mine = await first.webhook_deliveries.take_waiting(world.org_id, now, 6)
+        async with SqlUnitOfWork(world.engine, SystemClock(), world.native) as second:
+            theirs = await asyncio.wait_for(
+                second.webhook_deliveries.take_waiting(world.org_id, now, 6), timeout=5
+            )
+            await second.commit()
+        await first.commit()
+    assert (len(mine), len(theirs)) == (6, 4)
+    assert not {d.id for d in mine} & {d.id for d in theirs}
+    assert await _statuses(world) == {"processed": 10}
 
 
 async def test_key_rotation_on_real_ciphertexts(world: World) -> None:

@@ -5,14 +5,14 @@ from __future__ import annotations
 import asyncio
 import json
 from dataclasses import replace
-from datetime import UTC, timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
 
 from viarah.adapters.db import tables as t
 from viarah.container import Container
-from viarah.domain.gitlab.webhooks import PROCESS_JOB, GitLabWebhooks
+from viarah.domain.gitlab.webhooks import DRAIN_JOB, PROCESS_JOB, GitLabWebhooks
 from viarah.domain.jobs.model import MAX_ATTEMPTS, Heartbeat
 from viarah.domain.orgs.model import Role
 from viarah.domain.shared.actor import Actor
@@ -262,9 +262,7 @@ async def test_recording_a_token_use_never_undoes_a_revocation(container: Contai
 HOOK_SECRET = "hook-secret-of-sixteen-plus"
 
 
-async def test_a_webhook_whose_processing_fails_for_good_is_marked_failed(
-    container: Container, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def _org_with_a_delivery(container: Container) -> str:
     actor = await _user(container, "ada@example.com")
     org = (await container.organizations().create(actor, "Acme")).org
     await container.gitlab_integrations().update(
@@ -279,24 +277,73 @@ async def test_a_webhook_whose_processing_fails_for_good_is_marked_failed(
     ).encode()
     headers = {"x-gitlab-token": HOOK_SECRET, "x-gitlab-event": "Issue Hook"}
     assert await container.gitlab_webhooks().receive(org.id, headers, body) == "accepted"
+    return org.id
 
-    async def broken(_self: GitLabWebhooks, _delivery_id: str) -> None:
-        raise Unavailable("GitLab is down")
 
-    monkeypatch.setattr(GitLabWebhooks, "process", broken)
-    async with container.engine().begin() as conn:  # the job's last attempt is next
-        job = t.outbox.c
+async def _last_attempt_of(container: Container, name: str) -> str:
+    """Make the job's next attempt its last; its id."""
+    job = t.outbox.c
+    async with container.engine().begin() as conn:
         await conn.execute(
-            t.outbox.update().where(job.job == PROCESS_JOB).values(attempts=MAX_ATTEMPTS - 1)
+            t.outbox.update().where(job.job == name).values(attempts=MAX_ATTEMPTS - 1)
         )
-        job_id = (await conn.execute(sa.select(job.id).where(job.job == PROCESS_JOB))).scalar_one()
-    assert await container.job_runner().run(job_id)
+        return str((await conn.execute(sa.select(job.id).where(job.job == name))).scalar_one())
+
+
+async def _delivery_and_job(container: Container, job_id: str) -> tuple[str, str | None, str]:
     async with container.engine().connect() as conn:
         status, error = (
             await conn.execute(
                 sa.select(t.webhook_deliveries.c.status, t.webhook_deliveries.c.error)
             )
         ).one()
-        job_status = (await conn.execute(sa.select(job.status).where(job.id == job_id))).scalar()
+        job_status = (
+            await conn.execute(sa.select(t.outbox.c.status).where(t.outbox.c.id == job_id))
+        ).scalar_one()
+    return status, error, job_status
+
+
+async def test_a_drain_that_fails_for_good_leaves_its_deliveries_to_the_sweep(
+    container: Container, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    org_id = await _org_with_a_delivery(container)
+
+    async def broken(_self: GitLabWebhooks, _org_id: str) -> int:
+        raise Unavailable("the database is unavailable")
+
+    monkeypatch.setattr(GitLabWebhooks, "process_waiting", broken)
+    job_id = await _last_attempt_of(container, DRAIN_JOB)
+    assert await container.job_runner().run(job_id)
+    assert await _delivery_and_job(container, job_id) == ("received", None, "failed")
+    # Nothing is lost: the sweep gives the delivery a new drain once it has waited long.
+    monkeypatch.undo()
+    async with container.engine().begin() as conn:
+        await conn.execute(
+            t.webhook_deliveries.update().values(received_at=datetime(2026, 1, 1, tzinfo=UTC))
+        )
+    assert await container.gitlab_webhooks().requeue_waiting() == 1
+    assert await container.gitlab_webhooks().process_waiting(org_id) == 1
+
+
+async def test_a_per_delivery_job_that_fails_for_good_marks_its_delivery_failed(
+    container: Container, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The per-delivery job of an older version, left in the outbox at an upgrade."""
+    await _org_with_a_delivery(container)
+    async with container.engine().begin() as conn:
+        delivery_id = (await conn.execute(sa.select(t.webhook_deliveries.c.id))).scalar_one()
+        await conn.execute(
+            t.outbox.update()
+            .where(t.outbox.c.job == DRAIN_JOB)
+            .values(job=PROCESS_JOB, payload={"delivery_id": delivery_id}, coalesce_key=None)
+        )
+
+    async def broken(_self: GitLabWebhooks, _delivery_id: str) -> None:
+        raise Unavailable("GitLab is down")
+
+    monkeypatch.setattr(GitLabWebhooks, "process", broken)
+    job_id = await _last_attempt_of(container, PROCESS_JOB)
+    assert await container.job_runner().run(job_id)
+    status, error, job_status = await _delivery_and_job(container, job_id)
     assert (job_status, status) == ("failed", "failed")
     assert error == "processing failed: GitLab is down"

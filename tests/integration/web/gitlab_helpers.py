@@ -12,7 +12,7 @@ import httpx
 from tests.gitlab_fake import FakeGitLab
 from tests.integration.web.conftest import Caller, Web
 from viarah.domain.gitlab.links import REFRESH_JOB
-from viarah.domain.gitlab.webhooks import PROCESS_JOB
+from viarah.domain.gitlab.webhooks import DRAIN_JOB
 
 PROJECT = "group/sub/project"
 WEBHOOK_SECRET = "whsec-test-0123456789abcdef"
@@ -73,7 +73,7 @@ def issue_url(gitlab: FakeGitLab, iid: int = 12, project: str = PROJECT) -> str:
 
 def run_gitlab_jobs(web: Web) -> list[str]:
     """Run every due GitLab job in the outbox (as a worker would); their names."""
-    return web.run_due_jobs((REFRESH_JOB, PROCESS_JOB))
+    return web.run_due_jobs((REFRESH_JOB, DRAIN_JOB))
 
 
 def issue_event(iid: int = 12, action: str = "close", project: str = PROJECT) -> dict[str, Any]:

@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
 from viarah.adapters.db import tables as t
-from viarah.adapters.db.base import SqlRepository, outbox_row
+from viarah.adapters.db.base import INSERT_JOB, SqlRepository, insert_coalesced_job, outbox_row
 from viarah.domain.gitlab.client import Assignee
 from viarah.domain.gitlab.model import (
     AuditEvent,
@@ -18,6 +18,7 @@ from viarah.domain.gitlab.model import (
     GitLabIntegration,
     GitLabLink,
     LinkSnapshot,
+    RefreshQueued,
     TokenStatus,
     WebhookDelivery,
     refresh_wanted,
@@ -77,10 +78,11 @@ _INSERT_DELIVERY = {
 }
 
 
-def _insert_delivery_with_job() -> sa.Insert:
+def _insert_delivery_with_job() -> sa.Select[Any]:
     """PostgreSQL: the delivery and, only if it was new, its outbox job, in ONE statement
-    (atomic in autocommit): ``WITH d AS (INSERT … ON CONFLICT DO NOTHING RETURNING id)
-    INSERT INTO outbox … SELECT … FROM d``. No row returned means a duplicate."""
+    (atomic in autocommit): ``WITH d AS (INSERT … ON CONFLICT DO NOTHING RETURNING id),
+    j AS (INSERT INTO outbox … SELECT … FROM d WHERE NOT EXISTS (<its coalesce key is
+    pending>)) SELECT id FROM d``. No row returned means a duplicate."""
     delivery = (
         postgresql.insert(t.webhook_deliveries)
         .values({c.name: sa.bindparam(c.name, type_=c.type) for c in t.webhook_deliveries.c})
@@ -88,14 +90,8 @@ def _insert_delivery_with_job() -> sa.Insert:
         .returning(_d.id)
         .cte("delivery")
     )
-    o = t.outbox.c
-    columns = ("id", "job", "payload", "status", "attempts", "created_at", "available_at")
-    # psycopg's dialect casts every typed parameter (``%(job_payload)s::JSON``), which
-    # the select list of an INSERT … SELECT needs.
-    job = sa.select(
-        *(sa.bindparam(f"job_{name}", type_=o[name].type) for name in columns)
-    ).select_from(delivery)
-    return t.outbox.insert().add_cte(delivery).from_select(columns, job).returning(o.id)
+    job = insert_coalesced_job("job_", delivery).returning(t.outbox.c.id).cte("job")
+    return sa.select(delivery.c.id).add_cte(job)
 
 
 _INSERT_DELIVERY_WITH_JOB = _insert_delivery_with_job()
@@ -210,6 +206,42 @@ _TAKE_RECEIVED = (
     .returning(*t.webhook_deliveries.c)
 )
 
+_RECEIVED = _d.status == sa.literal_column("'received'")  # matches the partial index
+
+
+def _take_waiting(postgres: bool) -> sa.Update:
+    """The oldest ``received`` deliveries of ``:waiting_org_id`` (up to ``:limit``), marked
+    ``processed`` at ``:now`` and returned. PostgreSQL: ``FOR UPDATE SKIP LOCKED``, so two
+    workers draining one organization take disjoint batches and never wait for each
+    other; ``id = ANY(ARRAY(…))`` runs the subquery once, then looks rows up by key.
+    SQLite's write lock serialises the takers anyway."""
+    waiting = (
+        sa.select(_d.id)
+        .where(_d.org_id == sa.bindparam("waiting_org_id"), _RECEIVED)
+        .order_by(_d.received_at, _d.id)
+        .limit(sa.bindparam("limit", type_=sa.Integer))
+    )
+    if postgres:
+        locked = waiting.with_for_update(skip_locked=True).scalar_subquery()
+        taken = _d.id == sa.any_(sa.func.array(locked))
+    else:
+        taken = _d.id.in_(waiting.scalar_subquery())
+    return (
+        t.webhook_deliveries.update()
+        .where(taken, _RECEIVED)
+        .values(status=DeliveryStatus.PROCESSED.value, processed_at=sa.bindparam("now"))
+        .returning(*t.webhook_deliveries.c)
+    )
+
+
+_TAKE_WAITING = {postgres: _take_waiting(postgres) for postgres in (False, True)}
+_ORGS_WAITING = (
+    sa.select(_d.org_id)
+    .where(_RECEIVED, _d.received_at < sa.bindparam("before"))
+    .group_by(_d.org_id)
+    .order_by(_d.org_id)
+)
+
 
 class SqlLinkRepository(SqlRepository):
     async def add(self, link: GitLabLink) -> None:
@@ -258,7 +290,7 @@ class SqlLinkRepository(SqlRepository):
 
     async def request_refresh(
         self, org_id: OrgId, key: Key, now: datetime, *, min_attempt_interval: timedelta | None
-    ) -> bool:
+    ) -> RefreshQueued | None:
         # Lock the object's links first (FOR UPDATE returns their latest committed state),
         # so two concurrent callers cannot both decide to queue a refresh.
         params = _object(org_id, key)
@@ -267,9 +299,10 @@ class SqlLinkRepository(SqlRepository):
             refresh_wanted(row.refresh_requested_at, row.last_attempt_at, now, min_attempt_interval)
             for row in rows
         ):
-            return False
+            return None
         await self._conn.execute(_UPDATE_OBJECT, {**params, "refresh_requested_at": now})
-        return True
+        attempts = [row.last_attempt_at for row in rows if row.last_attempt_at is not None]
+        return RefreshQueued(max(attempts, default=None))
 
     async def start_refresh(self, org_id: OrgId, key: Key, now: datetime) -> None:
         values = {"refresh_requested_at": None, "last_attempt_at": now}
@@ -339,7 +372,7 @@ class SqlDeliveryRepository(SqlRepository):
             return (await self._conn.execute(_INSERT_DELIVERY_WITH_JOB, values)).first() is not None
         inserted = (await self._conn.execute(_INSERT_DELIVERY[dialect], values)).first()
         if inserted is not None and job is not None:  # SQLite: the unit of work's transaction
-            await self._conn.execute(t.outbox.insert(), outbox_row(job, delivery.received_at))
+            await self._conn.execute(INSERT_JOB, outbox_row(job, delivery.received_at))
         return inserted is not None
 
     async def get(self, delivery_id: str) -> WebhookDelivery | None:
@@ -354,6 +387,21 @@ class SqlDeliveryRepository(SqlRepository):
             if row
             else None
         )
+
+    async def take_waiting(self, org_id: OrgId, now: datetime, limit: int) -> list[WebhookDelivery]:
+        params = {"waiting_org_id": org_id, "now": now, "limit": limit}
+        statement = _TAKE_WAITING[self._conn.dialect.name == "postgresql"]
+        rows = (await self._conn.execute(statement, params)).all()
+        taken = [
+            replace(_delivery(row), status=DeliveryStatus.RECEIVED, processed_at=None)
+            for row in rows
+        ]
+        taken.sort(key=lambda delivery: (delivery.received_at, delivery.id))
+        return taken
+
+    async def orgs_waiting(self, received_before: datetime) -> list[OrgId]:
+        rows = await self._conn.execute(_ORGS_WAITING, {"before": received_before})
+        return [OrgId(row.org_id) for row in rows]
 
     async def finish(
         self, delivery_id: str, status: DeliveryStatus, now: datetime, error: str | None

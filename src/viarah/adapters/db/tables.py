@@ -164,6 +164,8 @@ outbox = sa.Table(
     sa.Column("locked_by", sa.String(100), nullable=True),
     sa.Column("finished_at", UTCDateTime, nullable=True),
     sa.Column("last_error", sa.String(1000), nullable=True),
+    # Jobs that coalesce: at most one pending per key (migration 0005).
+    sa.Column("coalesce_key", sa.String(200), nullable=True),
     sa.Index("ix_outbox_status_available_at", "status", "available_at"),
     # The relay's due-job search: dispatched jobs never claimed, running jobs whose claim
     # expired (migration 0004 says why).
@@ -178,6 +180,12 @@ outbox = sa.Table(
         "locked_until",
         postgresql_where=sa.text("status = 'running'"),
         sqlite_where=sa.text("status = 'running'"),
+    ),
+    sa.Index(
+        "ix_outbox_pending_coalesce_key",
+        "coalesce_key",
+        postgresql_where=sa.text("status = 'pending'"),
+        sqlite_where=sa.text("status = 'pending'"),
     ),
 )
 
@@ -257,6 +265,15 @@ webhook_deliveries = sa.Table(
     sa.Column("action", sa.String(50), nullable=True),
     sa.UniqueConstraint("org_id", "idempotency_key", name="uq_webhook_deliveries_org_key"),
     sa.Index("ix_webhook_deliveries_org_received", "org_id", "received_at", "id"),
+    # The deliveries still waiting for the worker (migration 0005).
+    sa.Index(
+        "ix_webhook_deliveries_received",
+        "org_id",
+        "received_at",
+        "id",
+        postgresql_where=sa.text("status = 'received'"),
+        sqlite_where=sa.text("status = 'received'"),
+    ),
 )
 
 audit_events = sa.Table(

@@ -15,7 +15,7 @@ from viarah.adapters.db import identity as i
 from viarah.adapters.db import notifications as n
 from viarah.adapters.db import orgs as o
 from viarah.adapters.db import tables as t
-from viarah.adapters.db.base import outbox_row
+from viarah.adapters.db.base import INSERT_JOB, outbox_row
 from viarah.adapters.db.engine import read_only_options
 from viarah.adapters.db.native import NativeConnection, NativePool
 from viarah.domain.shared.clock import Clock
@@ -175,7 +175,12 @@ class SqlUnitOfWork:
         assert not (jobs and self._single_write), "a single write carries its own jobs"
         if jobs:
             now = self._clock.now()
-            await self._conn.execute(t.outbox.insert(), [outbox_row(job, now) for job in jobs])
+            plain = [outbox_row(job, now) for job in jobs if job.coalesce_key is None]
+            keyed = [outbox_row(job, now) for job in jobs if job.coalesce_key is not None]
+            if plain:
+                await self._conn.execute(t.outbox.insert(), plain)
+            if keyed:
+                await self._conn.execute(INSERT_JOB, keyed)
         if self._raw is not None:
             if not self._single_write:  # autocommit: each statement committed on its own
                 await self._raw.commit()  # psycopg begins the next transaction itself

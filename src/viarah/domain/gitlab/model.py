@@ -39,6 +39,20 @@ def refresh_wanted(
     )
 
 
+@dataclass(frozen=True, slots=True)
+class RefreshQueued:
+    """A refresh of an object was marked queued; its links were last attempted then."""
+
+    last_attempt_at: datetime | None
+
+    def start_at(self, now: datetime, spacing: timedelta) -> datetime | None:
+        """When the queued refresh may start so that refreshes of one object are at least
+        ``spacing`` apart: None (now) if the last attempt is older than that."""
+        if self.last_attempt_at is None or self.last_attempt_at <= now - spacing:
+            return None
+        return self.last_attempt_at + spacing
+
+
 class TokenStatus(StrEnum):
     UNKNOWN = "unknown"  # stored, not yet checked (or GitLab unreachable when checked)
     VALID = "valid"

@@ -11,6 +11,7 @@ from viarah.domain.gitlab.model import (
     GitLabIntegration,
     GitLabLink,
     LinkSnapshot,
+    RefreshQueued,
     WebhookDelivery,
 )
 from viarah.domain.shared.ids import OrgId, TaskId, UserId
@@ -73,12 +74,13 @@ class LinkRepository(Protocol):
         now: datetime,
         *,
         min_attempt_interval: timedelta | None,
-    ) -> bool:
+    ) -> RefreshQueued | None:
         """Atomically mark the object's links as having a refresh queued.
 
-        False (nothing marked) when a refresh is already queued (and younger than
+        None (nothing marked) when a refresh is already queued (and younger than
         REFRESH_PENDING_TIMEOUT), or when ``min_attempt_interval`` is given and the last
-        attempt is more recent than that; True when the caller should enqueue the job.
+        attempt is more recent than that; otherwise the caller should enqueue the job
+        (the result carries the links' latest refresh attempt).
         """
         ...
 
@@ -101,8 +103,9 @@ class LinkRepository(Protocol):
 
 class DeliveryRepository(Protocol):
     async def add(self, delivery: WebhookDelivery, job: Job | None = None) -> bool:
-        """Store a delivery and, with it, the ``job`` that processes it: both or neither,
-        in one atomic write. False (nothing stored) if its idempotency key was seen."""
+        """Store a delivery and, with it, the ``job`` that processes it (unless a job with
+        its coalesce key is pending already), in one atomic write. False (nothing stored)
+        if its idempotency key was seen."""
         ...
 
     async def get(self, delivery_id: str) -> WebhookDelivery | None: ...
@@ -111,6 +114,16 @@ class DeliveryRepository(Protocol):
         """Mark a ``received`` delivery ``processed`` at ``now`` and return it as it was;
         None (nothing changed) if there is no such delivery or it is not ``received``.
         A concurrent caller waits for this one's transaction and then gets None."""
+        ...
+
+    async def take_waiting(self, org_id: OrgId, now: datetime, limit: int) -> list[WebhookDelivery]:
+        """Up to ``limit`` of the organization's ``received`` deliveries, oldest first,
+        marked ``processed`` at ``now`` and returned as they were. Concurrent callers get
+        disjoint batches (neither waits for the other)."""
+        ...
+
+    async def orgs_waiting(self, received_before: datetime) -> list[OrgId]:
+        """Organizations with a delivery still ``received`` that arrived before the time."""
         ...
 
     async def finish(

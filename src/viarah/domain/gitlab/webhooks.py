@@ -18,13 +18,19 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from viarah.domain.gitlab.access import require_manager
-from viarah.domain.gitlab.links import refresh_job
+from viarah.domain.gitlab.links import ObjectKey, refresh_job
 from viarah.domain.gitlab.model import DeliveryStatus, GitLabIntegration, WebhookDelivery
 from viarah.domain.gitlab.ports import GitLabUnitOfWork
 from viarah.domain.gitlab.urls import MAX_IID, MAX_PROJECT_PATH_LENGTH, ObjectKind
 from viarah.domain.shared.actor import Actor
 from viarah.domain.shared.clock import Clock
-from viarah.domain.shared.errors import Forbidden, InvalidInput, NotFound
+from viarah.domain.shared.errors import (
+    DomainError,
+    Forbidden,
+    InvalidInput,
+    NotFound,
+    Unavailable,
+)
 from viarah.domain.shared.ids import OrgId, is_valid_id, new_id
 from viarah.domain.shared.jobs import Job
 from viarah.domain.shared.secrets import KeyedHasher, SecretBox, SecretUndecryptable
@@ -32,7 +38,25 @@ from viarah.domain.shared.text import storable
 
 log = logging.getLogger("viarah.gitlab.webhooks")
 UowFactory = Callable[[], GitLabUnitOfWork]
+#: Processes one delivery. Webhooks no longer add it (they add :data:`DRAIN_JOB`); it
+#: stays for the jobs an older version left in the outbox.
 PROCESS_JOB = "gitlab.process_delivery"
+#: Processes an organization's waiting deliveries in batches; one per burst (coalesced).
+DRAIN_JOB = "gitlab.process_deliveries"
+#: Periodic: a drain for deliveries left waiting (see :meth:`GitLabWebhooks.requeue_waiting`).
+SWEEP_JOB = "gitlab.sweep_deliveries"
+#: Deliveries processed in one transaction.
+DRAIN_BATCH = 500
+#: Batches one drain job runs before handing the rest to a follow-up job (a job that ran
+#: for minutes would outlive its claim).
+DRAIN_MAX_BATCHES = 20
+#: Refreshes of one object that webhooks ask for start at least this far apart: a burst
+#: about one issue (a label edited over and over) costs one GitLab call per 2 s, and every
+#: delivery is still followed by a refresh that starts after it arrived. (A burst about
+#: 50 issues then stays at 1,500 calls a minute, under GitLab.com's 2,000 per user.)
+REFRESH_SPACING = timedelta(seconds=2)
+#: A delivery still waiting after this long is given a drain job of its own.
+WAITING_TOO_LONG = timedelta(seconds=30)
 SIGNATURE_WINDOW = timedelta(minutes=5)
 MAX_PAGE = 100
 _KINDS = {"issue": ObjectKind.ISSUE, "work_item": ObjectKind.ISSUE, "merge_request": ObjectKind.MR}
@@ -120,6 +144,12 @@ def verify_signature(secret: str, headers: Mapping[str, str], body: bytes, now: 
     raise Forbidden("webhook signature does not match")
 
 
+def drain_job(org_id: str) -> Job:
+    """The job that processes an organization's waiting deliveries; while one is pending,
+    adding another adds nothing."""
+    return Job(DRAIN_JOB, {"org_id": org_id}, coalesce_key=f"{DRAIN_JOB}:{org_id}")
+
+
 def encode_cursor(delivery: WebhookDelivery) -> str:
     raw = f"{delivery.received_at.isoformat()}|{delivery.id}".encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
@@ -153,7 +183,9 @@ class GitLabWebhooks:
         self._box = box
 
     async def receive(self, org_id: str, headers: Mapping[str, str], body: bytes) -> str:
-        """Authenticate and store a delivery with its processing job; ``accepted`` or
+        """Authenticate and store a delivery, with a job that processes the organization's
+        waiting deliveries unless one is pending already (a burst of webhooks is then
+        processed in a few batches, not one job per delivery); ``accepted`` or
         ``duplicate``. ``headers`` must have lower-case names."""
         now = self._clock.now()
         # One read, then one atomic write (the delivery with its job): on PostgreSQL two
@@ -187,7 +219,7 @@ class GitLabWebhooks:
                 iid=found.iid,
                 action=found.action[:50] if found.action else None,
             )
-            job = Job(PROCESS_JOB, {"delivery_id": delivery.id}) if found.supported else None
+            job = drain_job(org_id) if found.supported else None
             if not await uow.webhook_deliveries.add(delivery, job):
                 return "duplicate"
             await uow.commit()
@@ -240,12 +272,88 @@ class GitLabWebhooks:
             delivery = await uow.webhook_deliveries.take_received(delivery_id, now)
             if delivery is None:
                 return
-            key = delivery.ref_key
-            if key is not None and await uow.gitlab_links.request_refresh(
-                delivery.org_id, key, now, min_attempt_interval=None
-            ):
-                uow.outbox.add(refresh_job(delivery.org_id, key))
+            if delivery.ref_key is not None:
+                await self._queue_refresh(uow, delivery.org_id, delivery.ref_key, now)
             await uow.commit()
+
+    async def process_waiting(self, org_id: str) -> int:
+        """Process the organization's waiting deliveries, oldest first, in batches of
+        :data:`DRAIN_BATCH`: one transaction marks a batch processed and queues one
+        refresh per distinct object it names (none for an object whose refresh is
+        queued already). Returns how many were processed.
+
+        A batch that fails for a reason other than the database is retried one delivery
+        at a time, so one delivery that cannot be processed is marked ``failed`` instead
+        of holding back the others. After :data:`DRAIN_MAX_BATCHES` full batches the rest
+        goes to a follow-up job.
+        """
+        done = 0
+        for _ in range(DRAIN_MAX_BATCHES):
+            taken = await self._process_batch(OrgId(org_id))
+            done += taken
+            if taken < DRAIN_BATCH:
+                return done
+        async with self._uow() as uow:
+            uow.outbox.add(drain_job(org_id))
+            await uow.commit()
+        return done
+
+    async def _process_batch(self, org_id: OrgId) -> int:
+        now = self._clock.now()
+        failed: list[WebhookDelivery] = []
+        async with self._uow() as uow:
+            batch = await uow.webhook_deliveries.take_waiting(org_id, now, DRAIN_BATCH)
+            # Objects in one order in every transaction: two drains never deadlock.
+            keys = sorted({d.ref_key for d in batch if d.ref_key is not None})
+            try:
+                for key in keys:
+                    await self._queue_refresh(uow, org_id, key, now)
+                await uow.commit()
+            except Unavailable:
+                raise
+            except Exception:
+                log.exception("webhook.batch_failed org=%s deliveries=%d", org_id, len(batch))
+                failed = batch
+        for delivery in failed:  # rolled back: each on its own
+            await self._process_alone(delivery.id)
+        return len(batch)
+
+    @staticmethod
+    async def _queue_refresh(
+        uow: GitLabUnitOfWork, org_id: OrgId, key: ObjectKey, now: datetime
+    ) -> None:
+        """Queue a refresh of the object unless one is queued already (not yet started: it
+        will fetch the state this delivery announces). It starts at least
+        :data:`REFRESH_SPACING` after the object's previous refresh."""
+        queued = await uow.gitlab_links.request_refresh(org_id, key, now, min_attempt_interval=None)
+        if queued is not None:
+            start = queued.start_at(now, REFRESH_SPACING)
+            uow.outbox.add(refresh_job(org_id, key, not_before=start))
+
+    async def _process_alone(self, delivery_id: str) -> None:
+        try:
+            await self.process(delivery_id)
+        except Unavailable:
+            raise
+        except Exception as exc:
+            reason = exc.message if isinstance(exc, DomainError) else type(exc).__name__
+            log.error("webhook.delivery_failed id=%s error=%s", delivery_id, reason)
+            await self.processing_gave_up(delivery_id, reason)
+
+    async def requeue_waiting(self) -> int:
+        """Give a drain job to every organization with a delivery waiting for longer than
+        :data:`WAITING_TOO_LONG` (coalesced with a pending one). A webhook that arrives
+        while the organization's drain is finishing its last batch may be left out of it;
+        this periodic sweep picks it up. Returns the number of organizations."""
+        before = self._clock.now() - WAITING_TOO_LONG
+        async with self._uow() as uow:
+            orgs = await uow.webhook_deliveries.orgs_waiting(before)
+            for org_id in orgs:
+                uow.outbox.add(drain_job(org_id))
+            await uow.commit()
+        if orgs:
+            log.info("webhook.requeued orgs=%d", len(orgs))
+        return len(orgs)
 
     async def list_deliveries(
         self, actor: Actor, org_id: str, limit: int = 50, cursor: str | None = None

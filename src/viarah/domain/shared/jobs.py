@@ -13,11 +13,18 @@ from typing import Any, Protocol
 
 @dataclass(frozen=True, slots=True)
 class Job:
-    """``name`` selects the handler; ``payload`` is JSON-serialisable."""
+    """``name`` selects the handler; ``payload`` is JSON-serialisable.
+
+    ``coalesce_key``: adding a job while another job with the same key is still pending
+    (committed, not yet handed to the broker) adds nothing: the pending one will do the
+    work of both. Best effort: two writers racing may both add one, so a coalesced job's
+    handler must (like every handler) cope with finding its work already done.
+    """
 
     name: str
     payload: dict[str, Any] = field(default_factory=dict)
     not_before: datetime | None = None
+    coalesce_key: str | None = None
 
 
 class Outbox(Protocol):

@@ -40,7 +40,8 @@ PURGE_INTERVAL_SECONDS = 3600.0
 
 @dataclass(frozen=True, slots=True)
 class PeriodicJob:
-    """A job added to the outbox every ``every_seconds`` (first at start)."""
+    """A job added to the outbox every ``every_seconds`` (first at start), unless one is
+    pending already."""
 
     name: str
     every_seconds: float
@@ -199,7 +200,8 @@ class WorkerBackground:
         """Add one job to the outbox; False (reported) when the database is away."""
         try:
             async with self._uow() as uow:
-                uow.outbox.add(Job(name))
+                # Coalesced: several workers (or a worker that was away) add one.
+                uow.outbox.add(Job(name, coalesce_key=name))
                 await uow.commit()
         except Exception as exc:
             self.database.down(describe(exc))
