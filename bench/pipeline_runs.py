@@ -240,12 +240,19 @@ def _own_pid() -> int:
 # -- push fan-out ----------------------------------------------------------------------
 
 
-def push_fanout(stack: Stack, seeded: Seeded, *, timeout: float = 300) -> dict[str, Any]:
+#: The push fan-out's state changes: the first closes the issue, the second reopens it.
+PUSH_STATES = {"closed": ("close", "Issue closed"), "opened": ("reopen", "Issue reopened")}
+
+
+def push_fanout(
+    stack: Stack, seeded: Seeded, *, state: str = "closed", timeout: float = 300
+) -> dict[str, Any]:
     """One state change → one notification → a message to each of the seeded browsers.
 
     Timed from the ``push.deliver`` job being committed to the outbox (by the fan-out that
     stored the deliveries) to the last delivery recorded as ``sent`` in the database;
     also from sending the webhook. Then every message is decrypted and checked.
+    ``state`` is the issue's new state (see :data:`PUSH_STATES`).
     """
     assert stack.push is not None
     assert stack.gitlab is not None
@@ -256,13 +263,14 @@ def push_fanout(stack: Stack, seeded: Seeded, *, timeout: float = 300) -> dict[s
     total = len(seeded.push_subscriptions)
     sub_ids = {push.subscription_id(s) for s in seeded.push_subscriptions}
     before = len(push.requests)
-    title = "Issue closed: Crash on login"
-    stack.gitlab.add_issue(PUSH_PROJECT, 1, title="Crash on login", state="closed")
+    action, words = PUSH_STATES[state]
+    title = f"{words}: Crash on login"
+    stack.gitlab.add_issue(PUSH_PROJECT, 1, title="Crash on login", state=state)
     meter = CpuMeter(
         {"worker": stack.worker.pid, "web": stack.web.pid, "bench_process_with_fakes": _own_pid()}
     ).start()
     sent_webhook = datetime.now(UTC)
-    send_hook(stack, seeded.org_id, PUSH_PROJECT, 1, "close")
+    send_hook(stack, seeded.org_id, PUSH_PROJECT, 1, action)
 
     def sent() -> int:
         return int(

@@ -275,7 +275,6 @@ def table(results: dict[str, Any]) -> str:
     push = results.get("push") or {}
     if push:
         floor = push.get("crypto_floor", {})
-        fan = push.get("fanout", {})
         lines.append(
             f"push crypto floor (pywebpush encode + fresh VAPID signature): "
             f"{floor.get('ops_per_second')} ops/s on one core (ViaRah's preparation with a "
@@ -287,13 +286,20 @@ def table(results: dict[str, Any]) -> str:
                 f"push fake capacity ({cap['mode']}): {cap['messages_per_second']} msg/s, "
                 f"errors {cap['errors']}"
             )
-        if fan:
+        for label, what in (
+            ("fanout", "first, connections opened during the run"),
+            ("fanout_warm", "second, connections open"),
+        ):
+            fan = push.get(label)
+            if not fan:
+                continue
             lines.append(
-                f"push fan-out: {fan['delivered']}/{fan['subscriptions']} delivered, "
+                f"push fan-out ({what}): {fan['delivered']}/{fan['subscriptions']} delivered, "
                 f"{fan['decrypted_and_correct']} decrypted and correct, {fan['duplicates']} "
                 f"duplicates, in {fan['seconds_enqueue_to_last_sent']} s = "
-                f"{fan['messages_per_second']} msg/s = {push.get('ratio_to_floor', 0):.0%} of "
-                f"the floor (webhook → last message {fan['seconds_webhook_to_last_sent']} s)"
+                f"{fan['messages_per_second']} msg/s = {fan.get('ratio_to_floor', 0):.0%} of "
+                f"the floor (webhook → last message {fan['seconds_webhook_to_last_sent']} s, "
+                f"{fan['sender_connections']} connections)"
             )
     refresh = results.get("refresh")
     if refresh:
