@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
 
@@ -116,6 +117,16 @@ class FakeLinks(_Repo):
         self._update(org_id, key, refresh_requested_at=now)
         attempts = [link.last_attempt_at for link in links if link.last_attempt_at is not None]
         return RefreshQueued(max(attempts, default=None))
+
+    async def request_refreshes(
+        self, org_id: OrgId, keys: Sequence[tuple[str, str, int]], now: datetime
+    ) -> dict[tuple[str, str, int], RefreshQueued]:
+        queued = {}
+        for key in keys:
+            refresh = await self.request_refresh(org_id, key, now, min_attempt_interval=None)
+            if refresh is not None:
+                queued[key] = refresh
+        return queued
 
     async def start_refresh(self, org_id: OrgId, key: tuple[str, str, int], now: datetime) -> None:
         self._update(org_id, key, refresh_requested_at=None, last_attempt_at=now)

@@ -186,6 +186,42 @@ async def test_links_refresh_and_duplicates(world: World) -> None:
         assert view.link.last_synced_at.tzinfo is not None
 
 
+async def test_request_refreshes_marks_the_objects_with_no_refresh_queued(world: World) -> None:
+    await _configure(world)
+    task = await world.tasks.create(world.admin, world.org_id, world.project_id, "T")
+    other = await world.tasks.create(world.admin, world.org_id, world.project_id, "U")
+    for iid in (1, 2):
+        for linked in (task, other):  # two links per object
+            await world.links.link(
+                world.admin, world.org_id, linked.id, f"{BASE}/g/p/-/issues/{iid}"
+            )
+    issue = ("g/p", "issue")
+    attempted = SystemClock().now()
+    async with SqlUnitOfWork(world.engine, SystemClock(), native=world.native) as uow:
+        # Linking queued a refresh of both; the one of issue 1 has started since.
+        await uow.gitlab_links.start_refresh(world.org_id, (*issue, 1), attempted)
+        await uow.commit()
+    now = SystemClock().now()
+    keys = [(*issue, 1), (*issue, 2), (*issue, 3)]  # 3: no link points at it
+
+    async def request() -> dict[tuple[str, str, int], RefreshQueued]:
+        async with SqlUnitOfWork(world.engine, SystemClock(), native=world.native) as u:
+            queued = await u.gitlab_links.request_refreshes(world.org_id, keys, now)
+            await u.commit()
+            return queued
+
+    first, second = await asyncio.gather(request(), request())  # one waits for the other
+    assert [first, second] in (
+        [{(*issue, 1): RefreshQueued(attempted)}, {}],
+        [{}, {(*issue, 1): RefreshQueued(attempted)}],
+    )
+    async with SqlUnitOfWork(world.engine, SystemClock(), native=world.native) as uow:
+        links = await uow.gitlab_links.for_object(world.org_id, (*issue, 1))
+    assert [link.refresh_requested_at for link in links] == [now, now]
+    async with SqlUnitOfWork(world.engine, SystemClock(), native=world.native) as uow:
+        assert await uow.gitlab_links.request_refreshes(world.org_id, [], now) == {}
+
+
 async def test_request_refresh_has_one_winner_under_concurrency(world: World) -> None:
     await _configure(world)
     task = await world.tasks.create(world.admin, world.org_id, world.project_id, "T")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -189,6 +190,33 @@ _LOCK_OBJECT = (
 _UPDATE_OBJECT = t.gitlab_links.update().where(_OBJECT)
 
 
+# The same for several objects of one organization at once (a batch of deliveries).
+_OBJECTS = sa.and_(
+    _l.org_id == sa.bindparam("objects_org_id"),
+    sa.tuple_(_l.project_key, _l.kind, _l.iid).in_(sa.bindparam("objects_keys", expanding=True)),
+)
+
+
+def _lock_objects(postgres: bool) -> sa.Select[Any]:
+    # Rows are locked in the ORDER BY's order; on PostgreSQL by code point ("C"), the
+    # order in which the per-object callers take their objects (sorted in Python).
+    project_key = sa.collate(_l.project_key, "C") if postgres else _l.project_key
+    return (
+        sa.select(_l.project_key, _l.kind, _l.iid, _l.refresh_requested_at, _l.last_attempt_at)
+        .where(_OBJECTS)
+        .order_by(project_key, _l.kind, _l.iid, _l.id)
+        .with_for_update()
+    )
+
+
+_LOCK_OBJECTS = {postgres: _lock_objects(postgres) for postgres in (False, True)}
+_MARK_OBJECTS = (
+    t.gitlab_links.update()
+    .where(_OBJECTS)
+    .values(refresh_requested_at=sa.bindparam("requested_at"))
+)
+
+
 def _object(org_id: OrgId, key: Key) -> dict[str, Any]:
     project_key, kind, iid = key
     return {
@@ -303,6 +331,31 @@ class SqlLinkRepository(SqlRepository):
         await self._conn.execute(_UPDATE_OBJECT, {**params, "refresh_requested_at": now})
         attempts = [row.last_attempt_at for row in rows if row.last_attempt_at is not None]
         return RefreshQueued(max(attempts, default=None))
+
+    async def request_refreshes(
+        self, org_id: OrgId, keys: Sequence[Key], now: datetime
+    ) -> dict[Key, RefreshQueued]:
+        if not keys:
+            return {}
+        params = {"objects_org_id": org_id, "objects_keys": list(keys)}
+        statement = _LOCK_OBJECTS[self._conn.dialect.name == "postgresql"]
+        rows = (await self._conn.execute(statement, params)).all()
+        found: dict[Key, list[Any]] = {}
+        for row in rows:
+            found.setdefault((row.project_key, row.kind, row.iid), []).append(row)
+        queued = {
+            key: RefreshQueued(
+                max((r.last_attempt_at for r in links if r.last_attempt_at), default=None)
+            )
+            for key, links in found.items()
+            if all(
+                refresh_wanted(r.refresh_requested_at, r.last_attempt_at, now, None) for r in links
+            )
+        }
+        if queued:
+            marks = {"objects_org_id": org_id, "objects_keys": list(queued), "requested_at": now}
+            await self._conn.execute(_MARK_OBJECTS, marks)
+        return queued
 
     async def start_refresh(self, org_id: OrgId, key: Key, now: datetime) -> None:
         values = {"refresh_requested_at": None, "last_attempt_at": now}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Protocol
 
@@ -82,6 +83,15 @@ class LinkRepository(Protocol):
         attempt is more recent than that; otherwise the caller should enqueue the job
         (the result carries the links' latest refresh attempt).
         """
+        ...
+
+    async def request_refreshes(
+        self, org_id: OrgId, keys: Sequence[tuple[str, str, int]], now: datetime
+    ) -> dict[tuple[str, str, int], RefreshQueued]:
+        """:meth:`request_refresh` (no ``min_attempt_interval``) for several objects in a
+        few statements: their links are locked in one order in every transaction (so two
+        callers cannot deadlock), and those with no refresh queued are marked. Returns the
+        objects marked; an object with no link, or a refresh queued, is left out."""
         ...
 
     async def start_refresh(self, org_id: OrgId, key: tuple[str, str, int], now: datetime) -> None:

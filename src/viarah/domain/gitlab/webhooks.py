@@ -303,11 +303,12 @@ class GitLabWebhooks:
         failed: list[WebhookDelivery] = []
         async with self._uow() as uow:
             batch = await uow.webhook_deliveries.take_waiting(org_id, now, DRAIN_BATCH)
-            # Objects in one order in every transaction: two drains never deadlock.
             keys = sorted({d.ref_key for d in batch if d.ref_key is not None})
             try:
-                for key in keys:
-                    await self._queue_refresh(uow, org_id, key, now)
+                queued = await uow.gitlab_links.request_refreshes(org_id, keys, now)
+                for key, refresh in queued.items():
+                    start = refresh.start_at(now, REFRESH_SPACING)
+                    uow.outbox.add(refresh_job(org_id, key, not_before=start))
                 await uow.commit()
             except Unavailable:
                 raise
