@@ -98,7 +98,7 @@ async def gl(app: App) -> GitLabApp:
         integrations=GitLabIntegrations(uow, app.clock, box, FakeKeyedHasher(), gitlab),
         links=GitLabLinks(uow, app.clock, timedelta(hours=1)),
         refresher=refresher,
-        webhooks=GitLabWebhooks(uow, app.clock, FakeKeyedHasher(), box),
+        webhooks=GitLabWebhooks(uow, app.clock, FakeKeyedHasher(), box, jitter=lambda: 0.5),
         org_id=org.id,
         admin=admin,
         member=member,
@@ -617,7 +617,8 @@ async def test_refreshes_asked_for_by_webhooks_are_spaced_per_object(gl: GitLabA
     await gl.hook(issue_hook(1), **{"idempotency-key": "k1"})
     await gl.run_drain_jobs()
     (job,) = [j for j in gl.app.db.jobs if j.name == REFRESH_JOB]
-    assert job.not_before == refreshed_at + REFRESH_SPACING  # a second after the last one
+    # 2 s after the last one, plus the jitter's share (half of 0.5 x 2 s).
+    assert job.not_before == refreshed_at + REFRESH_SPACING * 1.25
     await gl.run_refresh_jobs()
     gl.app.clock.advance(seconds=5)
     await gl.hook(issue_hook(1), **{"idempotency-key": "k2"})

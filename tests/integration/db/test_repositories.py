@@ -139,6 +139,30 @@ async def test_outbox_rows_commit_with_the_data(container: Container) -> None:
     ]
 
 
+async def test_a_job_whose_coalesce_key_is_pending_is_not_added(container: Container) -> None:
+    async with container.uow() as uow:
+        uow.outbox.add(Job("a", {"n": 1}, coalesce_key="k"))
+        uow.outbox.add(Job("a", {"n": 2}, coalesce_key="k"))  # same commit: coalesced too
+        uow.outbox.add(Job("a", {"n": 3}, coalesce_key="other"))
+        uow.outbox.add(Job("a", {"n": 4}))
+        uow.outbox.add(Job("a", {"n": 5}))  # no key: always added
+        await uow.commit()
+    async with container.uow() as uow:
+        uow.outbox.add(Job("a", {"n": 6}, coalesce_key="k"))  # "k" still pending
+        await uow.commit()
+    store = container.job_store()
+    now = container.clock().now()
+    due = await store.due_for_dispatch(now, 10)
+    assert sorted(r.payload["n"] for r in due) == [1, 3, 4, 5]
+    (first,) = [r for r in due if r.payload["n"] == 1]
+    assert await store.claim(first.id, now, now + timedelta(minutes=1))  # no longer pending
+    async with container.uow() as uow:
+        uow.outbox.add(Job("a", {"n": 7}, coalesce_key="k"))
+        await uow.commit()
+    due = await store.due_for_dispatch(container.clock().now(), 10)
+    assert sorted(r.payload["n"] for r in due) == [3, 4, 5, 7]
+
+
 async def test_job_store_claims_once_and_reclaims_expired(container: Container) -> None:
     async with container.uow() as uow:
         uow.outbox.add(Job("identity.purge_expired_sessions"))

@@ -37,7 +37,7 @@ from tests.integration.web.gitlab_helpers import (
 )
 from viarah.container import Container, new_fernet_key
 from viarah.domain.gitlab.links import REFRESH_JOB
-from viarah.domain.gitlab.webhooks import DRAIN_JOB, REFRESH_SPACING
+from viarah.domain.gitlab.webhooks import DRAIN_JOB, REFRESH_SPACING_LATEST
 from viarah.settings import Settings
 
 REJECTED_TOKEN = "glpat-REJECTED-by-gitlab-0000"
@@ -494,10 +494,10 @@ def test_a_webhook_refreshes_every_link_to_its_issue_with_one_call(
     assert hook.json() == {"status": "accepted"}
     assert gitlab.calls(issue_path) == calls_before  # the answer does not wait for GitLab
 
-    # The delivery queues one refresh, at least REFRESH_SPACING after the object's last.
+    # The delivery queues one refresh, 2-3 s (REFRESH_SPACING, jittered) after the object's last.
     assert run_gitlab_jobs(web) == [DRAIN_JOB]
     assert gitlab.calls(issue_path) == calls_before
-    web.clock.advance(seconds=REFRESH_SPACING.total_seconds())
+    web.clock.advance(seconds=REFRESH_SPACING_LATEST.total_seconds())
     assert run_gitlab_jobs(web) == [REFRESH_JOB]
     assert gitlab.calls(issue_path) == calls_before + 1
     for task_id in (org.task_id, second_task):

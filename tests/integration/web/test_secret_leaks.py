@@ -53,7 +53,7 @@ from tests.integration.web.gitlab_helpers import (
 )
 from tests.push_fake import FakePushService
 from viarah.container import Container, new_fernet_key, new_vapid_keypair
-from viarah.domain.gitlab.webhooks import REFRESH_SPACING
+from viarah.domain.gitlab.webhooks import REFRESH_SPACING_LATEST
 from viarah.domain.notifications.model import STATE_CHANGED
 from viarah.entrypoints.web.app import create_app
 from viarah.settings import Settings
@@ -255,7 +255,7 @@ def test_no_secret_in_any_response_or_log_line(
     good = send_hook(web, org, content=body, key="ok", headers=signed(body, SIGNING_TOKEN))
     assert good.status_code == 202, good.text
     web.run_due_jobs()
-    web.clock.advance(seconds=REFRESH_SPACING.total_seconds())  # the refresh it queued
+    web.clock.advance(seconds=REFRESH_SPACING_LATEST.total_seconds())  # the refresh it queued
     web.run_due_jobs()
     assert ok(member.get(org.links()))["links"][0]["cached_state"] == "closed"
     delivered = push.messages_for(push.subscription_id(browser))

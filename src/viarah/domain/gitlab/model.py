@@ -45,12 +45,14 @@ class RefreshQueued:
 
     last_attempt_at: datetime | None
 
-    def start_at(self, now: datetime, spacing: timedelta) -> datetime | None:
+    def start_at(self, now: datetime, spacing: timedelta, jitter: float = 0.0) -> datetime | None:
         """When the queued refresh may start so that refreshes of one object are at least
-        ``spacing`` apart: None (now) if the last attempt is older than that."""
+        ``spacing`` apart: None (now) if the last attempt is older than that, else
+        ``spacing * (1 + jitter / 2)`` after it (``jitter`` in [0, 1): the refreshes of
+        many objects started together do not stay in step)."""
         if self.last_attempt_at is None or self.last_attempt_at <= now - spacing:
             return None
-        return self.last_attempt_at + spacing
+        return self.last_attempt_at + spacing * (1 + jitter / 2)
 
 
 class TokenStatus(StrEnum):
