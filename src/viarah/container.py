@@ -212,8 +212,15 @@ class Container(containers.DeclarativeContainer):
     uow = providers.Factory(SqlUnitOfWork, engine=engine, clock=clock, native=native_pool)
 
     users = providers.Factory(Users, uow=uow.provider, clock=clock, hasher=password_hasher)
+    keyed_hasher = providers.ThreadSafeSingleton(
+        HmacKeyedHasher, secret_key=settings.provided.secret_key
+    )
     authentication = providers.ThreadSafeSingleton(
-        Authentication, uow=uow.provider, clock=clock, hasher=password_hasher
+        Authentication,
+        uow=uow.provider,
+        clock=clock,
+        hasher=password_hasher,
+        signer=keyed_hasher,
     )
     api_tokens = providers.Factory(ApiTokens, uow=uow.provider, clock=clock)
     organizations = providers.Factory(Organizations, uow=uow.provider, clock=clock)
@@ -223,9 +230,6 @@ class Container(containers.DeclarativeContainer):
 
     secret_box = providers.ThreadSafeSingleton(
         FernetSecretBox, keys=settings.provided.encryption_keys
-    )
-    keyed_hasher = providers.ThreadSafeSingleton(
-        HmacKeyedHasher, secret_key=settings.provided.secret_key
     )
     outbound_policy = providers.ThreadSafeSingleton(
         OutboundPolicy, settings.provided.outbound_allowlist

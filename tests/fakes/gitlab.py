@@ -282,8 +282,13 @@ class FakeSecretBox:
 
 
 class FakeKeyedHasher:
+    """A keyed digest anyone can read back; ``key`` stands for the server secret."""
+
+    def __init__(self, key: str = "") -> None:
+        self.key = key
+
     def digest(self, value: str) -> str:
-        return "h:" + value[::-1]
+        return f"h:{self.key + ':' if self.key else ''}" + value[::-1]
 
     def matches(self, value: str, digest: str) -> bool:
         return self.digest(value) == digest

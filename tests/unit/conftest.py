@@ -6,7 +6,13 @@ from dataclasses import dataclass
 
 import pytest
 
-from tests.fakes import FakeClock, FakePasswordHasher, FakeUnitOfWork, MemoryDatabase
+from tests.fakes import (
+    FakeClock,
+    FakeKeyedHasher,
+    FakePasswordHasher,
+    FakeUnitOfWork,
+    MemoryDatabase,
+)
 from viarah.domain.identity.model import User
 from viarah.domain.identity.services import ApiTokens, Authentication, Users
 from viarah.domain.orgs.services import Memberships, Organizations, Projects, Tasks
@@ -45,7 +51,7 @@ def app() -> App:
         clock=clock,
         hasher=hasher,
         users=Users(uow, clock, hasher),
-        auth=Authentication(uow, clock, hasher),
+        auth=Authentication(uow, clock, hasher, FakeKeyedHasher()),
         tokens=ApiTokens(uow, clock),
         orgs=Organizations(uow, clock),
         memberships=Memberships(uow, clock),

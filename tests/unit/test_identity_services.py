@@ -4,8 +4,10 @@ from dataclasses import replace
 
 import pytest
 
+from tests.fakes import FakeKeyedHasher, FakeUnitOfWork
 from tests.unit.conftest import App
 from viarah.domain.identity.model import API_TOKEN_PREFIX, digest
+from viarah.domain.identity.services import Authentication
 from viarah.domain.shared.actor import Actor, PlatformRole, TokenScope
 from viarah.domain.shared.errors import Conflict, Forbidden, InvalidInput, NotFound, Unauthenticated
 
@@ -28,6 +30,23 @@ async def test_duplicate_email_conflicts(app: App) -> None:
     await app.users.create("ada@example.com", "correct horse")
     with pytest.raises(Conflict):
         await app.users.create("ADA@example.com", "another pass")
+
+
+async def test_a_session_is_valid_only_under_the_secret_key_it_was_issued_with(
+    app: App,
+) -> None:
+    await app.user("ada@example.com")
+    opened = await app.auth.login("ada@example.com", "correct horse")
+
+    def uow() -> FakeUnitOfWork:
+        return FakeUnitOfWork(app.db)
+
+    other_key = Authentication(uow, app.clock, app.hasher, FakeKeyedHasher("rotated"))
+    with pytest.raises(Unauthenticated):  # VIA_RAH_SECRET_KEY changed: everyone logs in again
+        await other_key.from_session(opened.cookie_value)
+    same_key = Authentication(uow, app.clock, app.hasher, FakeKeyedHasher())
+    actor, _ = await same_key.from_session(opened.cookie_value)
+    assert actor.session_id == opened.session.id
 
 
 @pytest.mark.parametrize(
@@ -56,7 +75,9 @@ async def test_login_opens_a_session_that_resolves_to_the_user(app: App) -> None
     user, _ = await app.user("ada@example.com")
     opened = await app.auth.login("ADA@example.com", "correct horse")
     assert opened.user.id == user.id
-    assert opened.session.token_digest == digest(opened.cookie_value)
+    # Stored as the server secret's HMAC of the cookie (never the cookie, nor a plain hash).
+    assert opened.session.token_digest == FakeKeyedHasher().digest("session:" + opened.cookie_value)
+    assert opened.session.token_digest != digest(opened.cookie_value)
     assert opened.cookie_value not in repr(opened.session)
     actor, session = await app.auth.from_session(opened.cookie_value)
     assert actor.user_id == user.id

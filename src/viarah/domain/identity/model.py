@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
@@ -45,7 +46,9 @@ class User:
 
 @dataclass(frozen=True, slots=True)
 class LoginSession:
-    """A server-side cookie session. Only the digest of the cookie value is stored."""
+    """A server-side cookie session. Only a keyed digest of the cookie value is stored
+    (HMAC with ``VIA_RAH_SECRET_KEY``): a session, and the CSRF token that belongs to it,
+    are valid only under the key they were issued with."""
 
     id: str
     token_digest: str = field(repr=False)
@@ -55,12 +58,15 @@ class LoginSession:
     expires_at: datetime
 
     @staticmethod
-    def open(user_id: UserId, now: datetime) -> tuple[LoginSession, str]:
-        """A new session and the cookie value (shown to the browser once)."""
+    def open(
+        user_id: UserId, now: datetime, cookie_digest: Callable[[str], str]
+    ) -> tuple[LoginSession, str]:
+        """A new session and the cookie value (shown to the browser once); the session is
+        stored under ``cookie_digest(cookie value)``."""
         raw = secrets.token_urlsafe(32)
         session = LoginSession(
             id=new_id(),
-            token_digest=digest(raw),
+            token_digest=cookie_digest(raw),
             user_id=user_id,
             csrf_token=secrets.token_urlsafe(32),
             created_at=now,

@@ -11,7 +11,6 @@ from viarah.domain.identity.model import (
     LoginSession,
     User,
     check_password_rules,
-    digest,
     split_api_token,
 )
 from viarah.domain.identity.ports import IdentityUnitOfWork, PasswordHasher
@@ -19,11 +18,14 @@ from viarah.domain.shared.actor import Actor, PlatformRole, TokenScope
 from viarah.domain.shared.clock import Clock
 from viarah.domain.shared.errors import Conflict, Forbidden, InvalidInput, NotFound, Unauthenticated
 from viarah.domain.shared.ids import ApiTokenId, UserId, is_valid_id, new_id
+from viarah.domain.shared.secrets import KeyedHasher
 from viarah.domain.shared.text import clean_text, normalize_email
 
 UowFactory = Callable[[], IdentityUnitOfWork]
 MAX_TOKEN_LIFETIME_DAYS = 3650
 INVALID_LOGIN = "email or password is incorrect"
+#: Session cookies are stored as the server secret's HMAC of this prefix + the cookie.
+SESSION_DIGEST_PREFIX = "session:"
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,10 +88,13 @@ class Users:
 class Authentication:
     """Turning credentials (password, session cookie, API token) into an :class:`Actor`."""
 
-    def __init__(self, uow: UowFactory, clock: Clock, hasher: PasswordHasher) -> None:
+    def __init__(
+        self, uow: UowFactory, clock: Clock, hasher: PasswordHasher, signer: KeyedHasher
+    ) -> None:
         self._uow = uow
         self._clock = clock
         self._hasher = hasher
+        self._signer = signer
         # Verifying against a real hash when the user is unknown keeps the response time
         # the same, so login timing does not reveal which e-mails are registered.
         self._dummy_hash = hasher.hash(new_id())
@@ -111,10 +116,15 @@ class Authentication:
             if self._hasher.needs_rehash(user.password_hash):
                 user = replace(user, password_hash=self._hasher.hash(password))
                 await uow.users.update(user)
-            session, cookie_value = LoginSession.open(user.id, now)
+            session, cookie_value = LoginSession.open(user.id, now, self._cookie_digest)
             await uow.sessions.add(session)
             await uow.commit()
         return OpenedSession(session=session, cookie_value=cookie_value, user=user)
+
+    def _cookie_digest(self, cookie_value: str) -> str:
+        """The session cookie's digest, keyed with the server secret (``VIA_RAH_SECRET_KEY``)
+        and kept apart from the other keyed digests by its prefix."""
+        return self._signer.digest(SESSION_DIGEST_PREFIX + cookie_value)
 
     async def logout(self, actor: Actor) -> None:
         """End the actor's cookie session server-side; later use of the cookie fails."""
@@ -128,7 +138,7 @@ class Authentication:
         """The actor behind a session cookie, and the session (for its CSRF token)."""
         now = self._clock.now()
         async with self._uow().read_only() as uow:
-            found = await uow.sessions.get_with_user(digest(cookie_value))
+            found = await uow.sessions.get_with_user(self._cookie_digest(cookie_value))
         session, user = found if found is not None else (None, None)
         if session is None or user is None or not session.is_live(now) or not user.is_active:
             raise Unauthenticated("session expired or invalid; log in again")
