@@ -83,7 +83,6 @@ log = logging.getLogger("viarah.metrics")
 PURGE_SESSIONS_JOB = "identity.purge_expired_sessions"
 CHECK_TOKEN_EXPIRY_JOB = "gitlab.check_token_expiry"
 PURGE_OUTBOX_JOB = "jobs.purge_done"
-SWEEP_DELIVERIES_JOB = SWEEP_JOB
 
 
 def _broker(settings: Settings) -> RedisBroker | None:

@@ -9,7 +9,6 @@ from datetime import datetime, timedelta
 from tests.fakes.memory import _Repo, add_jobs
 from viarah.domain.gitlab.client import GitLabCallFailed, GitLabObject, GitLabUser, TokenInfo
 from viarah.domain.gitlab.model import (
-    REFRESH_PENDING_TIMEOUT,
     AuditEvent,
     DeliveryStatus,
     GitLabIntegration,
@@ -17,6 +16,7 @@ from viarah.domain.gitlab.model import (
     LinkSnapshot,
     RefreshQueued,
     WebhookDelivery,
+    refresh_to_queue,
 )
 from viarah.domain.gitlab.urls import GitLabRef
 from viarah.domain.orgs.model import Role
@@ -101,22 +101,11 @@ class FakeLinks(_Repo):
         min_attempt_interval: timedelta | None,
     ) -> RefreshQueued | None:
         links = await self.for_object(org_id, key)
-        if not links:
-            return None
-        for link in links:
-            pending = link.refresh_requested_at
-            if pending is not None and pending > now - REFRESH_PENDING_TIMEOUT:
-                return None
-            last = link.last_attempt_at
-            if (
-                min_attempt_interval is not None
-                and last is not None
-                and last > now - min_attempt_interval
-            ):
-                return None
-        self._update(org_id, key, refresh_requested_at=now)
-        attempts = [link.last_attempt_at for link in links if link.last_attempt_at is not None]
-        return RefreshQueued(max(attempts, default=None))
+        states = ((link.refresh_requested_at, link.last_attempt_at) for link in links)
+        queued = refresh_to_queue(states, now, min_attempt_interval)
+        if queued is not None:
+            self._update(org_id, key, refresh_requested_at=now)
+        return queued
 
     async def request_refreshes(
         self, org_id: OrgId, keys: Sequence[tuple[str, str, int]], now: datetime

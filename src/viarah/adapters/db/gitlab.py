@@ -22,7 +22,7 @@ from viarah.domain.gitlab.model import (
     RefreshQueued,
     TokenStatus,
     WebhookDelivery,
-    refresh_wanted,
+    refresh_to_queue,
 )
 from viarah.domain.gitlab.urls import ObjectKind
 from viarah.domain.shared.ids import OrgId, TaskId, UserId
@@ -323,14 +323,11 @@ class SqlLinkRepository(SqlRepository):
         # so two concurrent callers cannot both decide to queue a refresh.
         params = _object(org_id, key)
         rows = (await self._conn.execute(_LOCK_OBJECT, params)).all()
-        if not rows or not all(
-            refresh_wanted(row.refresh_requested_at, row.last_attempt_at, now, min_attempt_interval)
-            for row in rows
-        ):
-            return None
-        await self._conn.execute(_UPDATE_OBJECT, {**params, "refresh_requested_at": now})
-        attempts = [row.last_attempt_at for row in rows if row.last_attempt_at is not None]
-        return RefreshQueued(max(attempts, default=None))
+        states = ((row.refresh_requested_at, row.last_attempt_at) for row in rows)
+        queued = refresh_to_queue(states, now, min_attempt_interval)
+        if queued is not None:
+            await self._conn.execute(_UPDATE_OBJECT, {**params, "refresh_requested_at": now})
+        return queued
 
     async def request_refreshes(
         self, org_id: OrgId, keys: Sequence[Key], now: datetime
@@ -340,18 +337,12 @@ class SqlLinkRepository(SqlRepository):
         params = {"objects_org_id": org_id, "objects_keys": list(keys)}
         statement = _LOCK_OBJECTS[self._conn.dialect.name == "postgresql"]
         rows = (await self._conn.execute(statement, params)).all()
-        found: dict[Key, list[Any]] = {}
+        found: dict[Key, list[tuple[datetime | None, datetime | None]]] = {}
         for row in rows:
-            found.setdefault((row.project_key, row.kind, row.iid), []).append(row)
-        queued = {
-            key: RefreshQueued(
-                max((r.last_attempt_at for r in links if r.last_attempt_at), default=None)
-            )
-            for key, links in found.items()
-            if all(
-                refresh_wanted(r.refresh_requested_at, r.last_attempt_at, now, None) for r in links
-            )
-        }
+            states = found.setdefault((row.project_key, row.kind, row.iid), [])
+            states.append((row.refresh_requested_at, row.last_attempt_at))
+        decided = {key: refresh_to_queue(states, now, None) for key, states in found.items()}
+        queued = {key: refresh for key, refresh in decided.items() if refresh is not None}
         if queued:
             marks = {"objects_org_id": org_id, "objects_keys": list(queued), "requested_at": now}
             await self._conn.execute(_MARK_OBJECTS, marks)
@@ -400,6 +391,11 @@ def _delivery(row: sa.Row[Any]) -> WebhookDelivery:
     )
 
 
+def _taken(row: sa.Row[Any]) -> WebhookDelivery:
+    """A delivery as it was before a take marked it processed (RETURNING gives the new row)."""
+    return replace(_delivery(row), status=DeliveryStatus.RECEIVED, processed_at=None)
+
+
 class SqlDeliveryRepository(SqlRepository):
     async def add(self, delivery: WebhookDelivery, job: Job | None = None) -> bool:
         # ON CONFLICT DO NOTHING: a duplicate costs no savepoint and no error round trip.
@@ -435,20 +431,13 @@ class SqlDeliveryRepository(SqlRepository):
     async def take_received(self, delivery_id: str, now: datetime) -> WebhookDelivery | None:
         params = {"delivery_id": delivery_id, "now": now}
         row = (await self._conn.execute(_TAKE_RECEIVED, params)).first()
-        return (
-            replace(_delivery(row), status=DeliveryStatus.RECEIVED, processed_at=None)
-            if row
-            else None
-        )
+        return _taken(row) if row else None
 
     async def take_waiting(self, org_id: OrgId, now: datetime, limit: int) -> list[WebhookDelivery]:
         params = {"waiting_org_id": org_id, "now": now, "limit": limit}
         statement = _TAKE_WAITING[self._conn.dialect.name == "postgresql"]
         rows = (await self._conn.execute(statement, params)).all()
-        taken = [
-            replace(_delivery(row), status=DeliveryStatus.RECEIVED, processed_at=None)
-            for row in rows
-        ]
+        taken = [_taken(row) for row in rows]
         taken.sort(key=lambda delivery: (delivery.received_at, delivery.id))
         return taken
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from enum import StrEnum
@@ -37,6 +38,23 @@ def refresh_wanted(
         and last_attempt_at is not None
         and last_attempt_at > now - min_attempt_interval
     )
+
+
+def refresh_to_queue(
+    links: Iterable[tuple[datetime | None, datetime | None]],
+    now: datetime,
+    min_attempt_interval: timedelta | None,
+) -> RefreshQueued | None:
+    """Whether an object gets a refresh queued, from its links' ``(refresh_requested_at,
+    last_attempt_at)``: None when it has no link or one of them refuses
+    (:func:`refresh_wanted`); else the links' latest attempt."""
+    states = list(links)
+    if not states or not all(
+        refresh_wanted(requested, attempted, now, min_attempt_interval)
+        for requested, attempted in states
+    ):
+        return None
+    return RefreshQueued(max((a for _, a in states if a is not None), default=None))
 
 
 @dataclass(frozen=True, slots=True)

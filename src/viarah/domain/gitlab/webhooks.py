@@ -20,7 +20,12 @@ from typing import Any
 
 from viarah.domain.gitlab.access import require_manager
 from viarah.domain.gitlab.links import ObjectKey, refresh_job
-from viarah.domain.gitlab.model import DeliveryStatus, GitLabIntegration, WebhookDelivery
+from viarah.domain.gitlab.model import (
+    DeliveryStatus,
+    GitLabIntegration,
+    RefreshQueued,
+    WebhookDelivery,
+)
 from viarah.domain.gitlab.ports import GitLabUnitOfWork
 from viarah.domain.gitlab.urls import MAX_IID, MAX_PROJECT_PATH_LENGTH, ObjectKind
 from viarah.domain.shared.actor import Actor
@@ -315,8 +320,7 @@ class GitLabWebhooks:
             try:
                 queued = await uow.gitlab_links.request_refreshes(org_id, keys, now)
                 for key, refresh in queued.items():
-                    start = refresh.start_at(now, REFRESH_SPACING, self._jitter())
-                    uow.outbox.add(refresh_job(org_id, key, not_before=start))
+                    uow.outbox.add(self._spaced_refresh(org_id, key, refresh, now))
                 await uow.commit()
             except Unavailable:
                 raise
@@ -335,8 +339,15 @@ class GitLabWebhooks:
         :data:`REFRESH_SPACING` after the object's previous refresh."""
         queued = await uow.gitlab_links.request_refresh(org_id, key, now, min_attempt_interval=None)
         if queued is not None:
-            start = queued.start_at(now, REFRESH_SPACING, self._jitter())
-            uow.outbox.add(refresh_job(org_id, key, not_before=start))
+            uow.outbox.add(self._spaced_refresh(org_id, key, queued, now))
+
+    def _spaced_refresh(
+        self, org_id: OrgId, key: ObjectKey, queued: RefreshQueued, now: datetime
+    ) -> Job:
+        """The refresh job, starting at least :data:`REFRESH_SPACING` (jittered) after the
+        object's previous refresh."""
+        start = queued.start_at(now, REFRESH_SPACING, self._jitter())
+        return refresh_job(org_id, key, not_before=start)
 
     async def _process_alone(self, delivery_id: str) -> None:
         try:
