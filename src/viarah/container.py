@@ -46,6 +46,7 @@ from viarah.adapters.queue.inprocess import InProcessJobQueue
 from viarah.domain.gitlab.integrations import GitLabIntegrations
 from viarah.domain.gitlab.keys import StoredSecrets
 from viarah.domain.gitlab.links import REFRESH_JOB, GitLabLinks, GitLabRefresher
+from viarah.domain.gitlab.retention import PURGE_DELIVERIES_JOB, DeliveryRetention
 from viarah.domain.gitlab.webhooks import DRAIN_JOB, PROCESS_JOB, SWEEP_JOB, GitLabWebhooks
 from viarah.domain.identity.services import ApiTokens, Authentication, Users
 from viarah.domain.jobs.model import dead_worker_after
@@ -105,6 +106,7 @@ def _job_handlers(
     notifier: Notifier,
     dispatcher: PushDispatcher,
     outbox_purge: OutboxPurge,
+    delivery_retention: DeliveryRetention,
 ) -> dict[str, JobHandler]:
     """Every job the worker knows, by name; each handler is idempotent."""
 
@@ -140,6 +142,9 @@ def _job_handlers(
     async def purge_outbox(_payload: dict[str, Any]) -> None:
         await outbox_purge.purge()
 
+    async def purge_deliveries(_payload: dict[str, Any]) -> None:
+        await delivery_retention.purge()
+
     handlers: dict[str, JobHandler] = {
         PURGE_SESSIONS_JOB: purge_expired_sessions,
         REFRESH_JOB: refresh_object,
@@ -149,6 +154,7 @@ def _job_handlers(
         CHECK_TOKEN_EXPIRY_JOB: check_token_expiry,
         DELIVER_JOB: deliver_push,
         PURGE_OUTBOX_JOB: purge_outbox,
+        PURGE_DELIVERIES_JOB: purge_deliveries,
     }
     handlers.update({f"event.{event_type}": notify for event_type in EVENT_TYPES})
     return handlers
@@ -290,6 +296,12 @@ class Container(containers.DeclarativeContainer):
     job_store = providers.ThreadSafeSingleton(SqlJobStore, engine=engine, native=native_pool)
     heartbeat_store = providers.ThreadSafeSingleton(SqlHeartbeatStore, engine=engine)
     outbox_purge = providers.Factory(OutboxPurge, store=job_store, clock=clock)
+    delivery_retention = providers.Factory(
+        DeliveryRetention,
+        uow=uow.provider,
+        clock=clock,
+        retention_days=settings.provided.webhook_delivery_retention_days,
+    )
     job_handlers = providers.Callable(
         _job_handlers,
         authentication=authentication,
@@ -299,6 +311,7 @@ class Container(containers.DeclarativeContainer):
         notifier=notifier,
         dispatcher=push_dispatcher,
         outbox_purge=outbox_purge,
+        delivery_retention=delivery_retention,
     )
     relay = providers.ThreadSafeSingleton(
         OutboxRelay,

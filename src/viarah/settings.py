@@ -87,6 +87,11 @@ VARIABLES: tuple[Variable, ...] = (
         "age after which cached GitLab link metadata is refreshed",
     ),
     Variable(
+        "WEBHOOK_DELIVERY_RETENTION_DAYS",
+        "30",
+        "days finished webhook deliveries are kept (0 = forever)",
+    ),
+    Variable(
         "WEBPUSH_VAPID_PUBLIC_KEY",
         "",
         "VAPID public key (base64url); push is disabled without all three VAPID settings",
@@ -130,6 +135,7 @@ class Settings:
     csrf_trusted_origins: tuple[str, ...]
     encryption_keys: tuple[str, ...]
     gitlab_metadata_ttl_seconds: int
+    webhook_delivery_retention_days: int
     vapid_public_key: str
     vapid_private_key: str
     vapid_subject: str
@@ -311,6 +317,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         csrf_trusted_origins=origins,
         encryption_keys=_split(raw("VIA_RAH_ENCRYPTION_KEY")),
         gitlab_metadata_ttl_seconds=integer("GITLAB_METADATA_TTL_SECONDS", 1),
+        webhook_delivery_retention_days=integer("WEBHOOK_DELIVERY_RETENTION_DAYS", 0),
         vapid_public_key=vapid[0],
         vapid_private_key=vapid[1],
         vapid_subject=subject,

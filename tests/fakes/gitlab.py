@@ -201,6 +201,16 @@ class FakeDeliveries(_Repo):
             delivery, status=status, processed_at=now, error=error
         )
 
+    async def purge_finished(self, received_before: datetime, limit: int) -> int:
+        doomed = [
+            d.id
+            for d in self.db.deliveries.values()
+            if d.received_at < received_before and d.status is not DeliveryStatus.RECEIVED
+        ][:limit]
+        for delivery_id in doomed:
+            del self.db.deliveries[delivery_id]
+        return len(doomed)
+
     async def page(
         self, org_id: OrgId, limit: int, before: tuple[datetime, str] | None
     ) -> list[WebhookDelivery]:

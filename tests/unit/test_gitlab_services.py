@@ -23,6 +23,7 @@ from viarah.domain.gitlab.client import GitLabCallFailed
 from viarah.domain.gitlab.integrations import GitLabIntegrations
 from viarah.domain.gitlab.links import REFRESH_JOB, GitLabLinks, GitLabRefresher
 from viarah.domain.gitlab.model import DeliveryStatus, SyncStatus, TokenStatus
+from viarah.domain.gitlab.retention import PURGE_DELIVERIES_JOB, DeliveryRetention
 from viarah.domain.gitlab.webhooks import DRAIN_JOB, REFRESH_SPACING, GitLabWebhooks, classify
 from viarah.domain.shared.actor import Actor
 from viarah.domain.shared.errors import Conflict, Forbidden, InvalidInput, NotFound, Unavailable
@@ -625,6 +626,31 @@ async def test_refreshes_asked_for_by_webhooks_are_spaced_per_object(gl: GitLabA
     await gl.run_drain_jobs()
     (job,) = [j for j in gl.app.db.jobs if j.name == REFRESH_JOB]
     assert job.not_before is None  # the last refresh is long past: at once
+
+
+async def test_finished_deliveries_are_purged_after_the_retention(gl: GitLabApp) -> None:
+    await configured(gl)
+    for n in range(3):
+        await gl.hook(issue_hook(n + 1), **{"idempotency-key": f"old{n}"})
+    await gl.run_drain_jobs()
+    gl.app.clock.advance(days=1)
+    await gl.hook(issue_hook(1), **{"idempotency-key": "waiting"})  # never drained
+    gl.app.clock.advance(days=29, seconds=1)
+    await gl.hook(issue_hook(1), **{"idempotency-key": "new"})
+    await gl.run_drain_jobs()
+
+    def uow() -> FakeUnitOfWork:
+        return FakeUnitOfWork(gl.app.db)
+
+    retention = DeliveryRetention(uow, gl.app.clock, retention_days=30, batch=2, max_per_job=2)
+    assert await retention.purge() == 2  # the limit: a follow-up job is queued
+    assert gl.jobs(PURGE_DELIVERIES_JOB) == [{}]
+    assert await retention.purge() == 1
+    left = sorted(d.idempotency_key for d in gl.app.db.deliveries.values())
+    assert left == ["key:new", "key:waiting"]
+    assert await DeliveryRetention(uow, gl.app.clock, retention_days=0).purge() == 0
+    gl.app.clock.advance(days=3650)
+    assert await DeliveryRetention(uow, gl.app.clock, retention_days=0).purge() == 0
 
 
 async def test_a_long_drain_hands_the_rest_to_a_follow_up_job(

@@ -271,6 +271,35 @@ _ORGS_WAITING = (
 )
 
 
+def _purge_finished(postgres: bool) -> sa.Delete:
+    """Up to ``:limit`` deliveries received before ``:before`` and no longer waiting,
+    oldest first. PostgreSQL: found organization by organization (a LATERAL subquery), so
+    each lookup walks the (org_id, received_at) index from its oldest entry; without the
+    ORDER BY the planner scans the table from its start, through the rows the previous
+    batches left dead."""
+    limit = sa.bindparam("limit", type_=sa.Integer)
+    old_and_finished = (
+        _d.received_at < sa.bindparam("before"),
+        _d.status != sa.literal_column("'received'"),
+    )
+    if postgres:
+        orgs = t.organizations.c
+        per_org = (
+            sa.select(_d.id)
+            .where(_d.org_id == orgs.id, *old_and_finished)
+            .order_by(_d.received_at)
+            .limit(limit)
+            .lateral()
+        )
+        doomed = sa.select(per_org.c.id).select_from(t.organizations).join(per_org, sa.true())
+    else:
+        doomed = sa.select(_d.id).where(*old_and_finished).order_by(_d.received_at)
+    return t.webhook_deliveries.delete().where(_d.id.in_(doomed.limit(limit).scalar_subquery()))
+
+
+_PURGE_FINISHED = {postgres: _purge_finished(postgres) for postgres in (False, True)}
+
+
 class SqlLinkRepository(SqlRepository):
     async def add(self, link: GitLabLink) -> None:
         await self._insert(
@@ -453,6 +482,11 @@ class SqlDeliveryRepository(SqlRepository):
             .where(_d.id == delivery_id)
             .values(status=status.value, processed_at=now, error=error[:1000] if error else None)
         )
+
+    async def purge_finished(self, received_before: datetime, limit: int) -> int:
+        statement = _PURGE_FINISHED[self._conn.dialect.name == "postgresql"]
+        result = await self._conn.execute(statement, {"before": received_before, "limit": limit})
+        return int(result.rowcount)
 
     async def page(
         self, org_id: OrgId, limit: int, before: tuple[datetime, str] | None

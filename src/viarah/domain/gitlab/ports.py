@@ -140,6 +140,11 @@ class DeliveryRepository(Protocol):
         self, delivery_id: str, status: DeliveryStatus, now: datetime, error: str | None
     ) -> None: ...
 
+    async def purge_finished(self, received_before: datetime, limit: int) -> int:
+        """Delete up to ``limit`` deliveries received before the time that are no longer
+        ``received`` (processed, ignored or failed); how many were deleted."""
+        ...
+
     async def page(
         self, org_id: OrgId, limit: int, before: tuple[datetime, str] | None
     ) -> list[WebhookDelivery]:

@@ -31,6 +31,7 @@ from viarah.domain.jobs.ports import (
 )
 from viarah.domain.shared.clock import Clock
 from viarah.domain.shared.errors import DomainError
+from viarah.domain.shared.jobs import purge_in_batches
 from viarah.domain.shared.telemetry import (
     JOB_DONE,
     JOB_FAILED,
@@ -135,12 +136,11 @@ class OutboxPurge:
     async def purge(self) -> int:
         """How many done jobs were deleted (at most ``max_per_run``; the rest next time)."""
         before = self._clock.now() - self._retention
-        deleted = 0
-        while deleted < self._max:
-            count = await self._store.purge_done(before, min(self._batch, self._max - deleted))
-            deleted += count
-            if count < self._batch:
-                break
+
+        async def delete_batch(limit: int) -> int:
+            return await self._store.purge_done(before, limit)
+
+        deleted = await purge_in_batches(delete_batch, self._batch, self._max)
         if deleted:
             log.info("outbox.purged jobs=%d finished_before=%s", deleted, before.isoformat())
         return deleted

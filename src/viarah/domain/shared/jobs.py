@@ -6,6 +6,7 @@ the job commits in the same transaction as the data, and the worker runs it afte
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -31,3 +32,18 @@ class Outbox(Protocol):
     """Jobs recorded inside the current transaction."""
 
     def add(self, job: Job) -> None: ...
+
+
+async def purge_in_batches(
+    delete_batch: Callable[[int], Awaitable[int]], batch: int, max_total: int
+) -> int:
+    """Call ``delete_batch(n)`` (deletes up to ``n`` rows in one short statement and says
+    how many) until a batch comes back short or ``max_total`` rows are gone. Returns the
+    number deleted; when it equals ``max_total`` there may be more left."""
+    deleted = 0
+    while deleted < max_total:
+        count = await delete_batch(min(batch, max_total - deleted))
+        deleted += count
+        if count < batch:
+            break
+    return deleted

@@ -26,6 +26,7 @@ from collections.abc import Callable
 from types import FrameType
 
 from viarah.container import CHECK_TOKEN_EXPIRY_JOB, PURGE_OUTBOX_JOB, PURGE_SESSIONS_JOB
+from viarah.domain.gitlab.retention import PURGE_DELIVERIES_JOB
 from viarah.domain.gitlab.webhooks import SWEEP_JOB
 from viarah.domain.shared.errors import DomainError
 from viarah.entrypoints.heap import freeze_startup_objects
@@ -44,6 +45,7 @@ PERIODIC_JOBS = (
     PeriodicJob(PURGE_SESSIONS_JOB, PURGE_INTERVAL_SECONDS),
     PeriodicJob(CHECK_TOKEN_EXPIRY_JOB, 6 * 3600),
     PeriodicJob(PURGE_OUTBOX_JOB, 3600),
+    PeriodicJob(PURGE_DELIVERIES_JOB, 3600),
     PeriodicJob(SWEEP_JOB, 30),
 )
 
