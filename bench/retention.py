@@ -113,7 +113,7 @@ def main() -> None:
             left = conn.execute(_LEFT).fetchall()
         print(
             "left:",
-            ", ".join(f"{status} {old and 'older' or 'newer'}: {n:,}" for status, old, n in left),
+            ", ".join(f"{status} {'older' if old else 'newer'}: {n:,}" for status, old, n in left),
         )
     finally:
         with psycopg.connect(args.postgres_admin_url, autocommit=True) as admin:

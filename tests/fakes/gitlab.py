@@ -65,14 +65,23 @@ class FakeLinks(_Repo):
         link = self.db.gitlab_links.get(link_id)
         return link if link and link.org_id == org_id else None
 
-    async def list_for_task(self, org_id: OrgId, task_id: TaskId) -> list[GitLabLink]:
-        return sorted(
-            (
-                x
-                for x in self.db.gitlab_links.values()
-                if x.org_id == org_id and x.task_id == task_id
+    async def list_for_task_as(
+        self, org_id: OrgId, task_id: TaskId, user_id: UserId
+    ) -> tuple[str | None, bool, list[GitLabLink]]:
+        role, task_found = await FakeOrgAccess(self.db).role_and_task(org_id, user_id, task_id)
+        if not task_found:
+            return role, False, []
+        return (
+            role,
+            True,
+            sorted(
+                (
+                    x
+                    for x in self.db.gitlab_links.values()
+                    if x.org_id == org_id and x.task_id == task_id
+                ),
+                key=lambda x: (x.created_at, x.id),
             ),
-            key=lambda x: (x.created_at, x.id),
         )
 
     async def delete(self, link_id: str) -> None:

@@ -41,9 +41,7 @@ async def _orgs(engine: AsyncEngine, count: int) -> list[str]:
         "admin@example.com", "correct horse"
     )
     orgs = Organizations(lambda: _uow(engine), clock)
-    return [
-        (await orgs.create(Actor(user_id=user.id), f"Org {n}")).org.id for n in range(count)
-    ]
+    return [(await orgs.create(Actor(user_id=user.id), f"Org {n}")).org.id for n in range(count)]
 
 
 async def _deliveries(

@@ -30,6 +30,7 @@ from viarah.domain.orgs.services import Organizations, Projects, Tasks
 from viarah.domain.shared.actor import Actor
 from viarah.domain.shared.clock import SystemClock
 from viarah.domain.shared.errors import Conflict
+from viarah.domain.shared.ids import OrgId, TaskId
 
 BASE = "https://gitlab.example.com"
 SECRET = "webhook-secret-0123456789"
@@ -184,6 +185,44 @@ async def test_links_refresh_and_duplicates(world: World) -> None:
         assert view.sync.status is SyncStatus.OK
         assert view.link.last_synced_at is not None
         assert view.link.last_synced_at.tzinfo is not None
+
+
+async def test_a_task_page_reads_role_task_and_links_in_one_lookup(world: World) -> None:
+    await _configure(world)
+    task = await world.tasks.create(world.admin, world.org_id, world.project_id, "T")
+    bare = await world.tasks.create(world.admin, world.org_id, world.project_id, "U")
+    for iid in (5, 2, 9):
+        await world.links.link(world.admin, world.org_id, task.id, f"{BASE}/g/p/-/issues/{iid}")
+    clock = SystemClock()
+    outsider = await Users(
+        lambda: SqlUnitOfWork(world.engine, clock, native=world.native),
+        clock,
+        FakePasswordHasher(),
+    ).create("outsider@example.com", "correct horse")
+    other_org = (
+        await Organizations(lambda: SqlUnitOfWork(world.engine, clock), clock).create(
+            Actor(user_id=outsider.id), "Elsewhere"
+        )
+    ).org
+    org, admin = OrgId(world.org_id), world.admin.user_id
+    async with SqlUnitOfWork(world.engine, clock, native=world.native).read_only() as uow:
+        role, found, links = await uow.gitlab_links.list_for_task_as(org, TaskId(task.id), admin)
+        assert (role, found) == ("admin", True)
+        assert [link.iid for link in links] == [5, 2, 9]  # oldest first
+        assert await uow.gitlab_links.list_for_task_as(org, TaskId(bare.id), admin) == (
+            "admin",
+            True,
+            [],
+        )
+        assert await uow.gitlab_links.list_for_task_as(org, TaskId(task.id), outsider.id) == (
+            None,
+            False,
+            [],
+        )  # a non-member learns nothing
+        foreign = await uow.gitlab_links.list_for_task_as(
+            OrgId(other_org.id), TaskId(task.id), outsider.id
+        )
+        assert foreign == ("admin", False, [])  # the task is not in that org
 
 
 async def test_request_refreshes_marks_the_objects_with_no_refresh_queued(world: World) -> None:

@@ -56,9 +56,29 @@ def _integration(row: sa.Row[Any]) -> GitLabIntegration:
 # Core statement per call costs as much CPU as running it (docs/performance.md).
 _INTEGRATION = sa.select(t.gitlab_integrations).where(_i.org_id == sa.bindparam("org_id"))
 _INTEGRATION_FOR_UPDATE = _INTEGRATION.with_for_update()
-_TASK_LINKS = (
-    sa.select(t.gitlab_links)
-    .where(_l.org_id == sa.bindparam("org_id"), _l.task_id == sa.bindparam("task_id"))
+# A member's view of a task's links in one statement: one row per link (or one row with
+# no link), none at all for a non-member.
+_TASK_LINKS_AS = (
+    sa.select(
+        t.memberships.c.role.label("member_role"),
+        t.tasks.c.id.label("found_task_id"),
+        *t.gitlab_links.c,
+    )
+    .select_from(t.memberships)
+    .outerjoin(
+        t.tasks,
+        sa.and_(
+            t.tasks.c.id == sa.bindparam("task_id"), t.tasks.c.org_id == t.memberships.c.org_id
+        ),
+    )
+    .outerjoin(
+        t.gitlab_links,
+        sa.and_(_l.task_id == t.tasks.c.id, _l.org_id == t.memberships.c.org_id),
+    )
+    .where(
+        t.memberships.c.org_id == sa.bindparam("org_id"),
+        t.memberships.c.user_id == sa.bindparam("user_id"),
+    )
     .order_by(_l.created_at, _l.id)
 )
 _ROLE_AND_TASK = sa.select(
@@ -335,9 +355,16 @@ class SqlLinkRepository(SqlRepository):
         )
         return _link(row) if row else None
 
-    async def list_for_task(self, org_id: OrgId, task_id: TaskId) -> list[GitLabLink]:
-        result = await self._conn.execute(_TASK_LINKS, {"org_id": org_id, "task_id": task_id})
-        return [_link(r) for r in result]
+    async def list_for_task_as(
+        self, org_id: OrgId, task_id: TaskId, user_id: UserId
+    ) -> tuple[str | None, bool, list[GitLabLink]]:
+        params = {"org_id": org_id, "task_id": task_id, "user_id": user_id}
+        rows = (await self._conn.execute(_TASK_LINKS_AS, params)).all()
+        if not rows:
+            return None, False, []
+        first = rows[0]
+        links = [_link(r) for r in rows] if first.id is not None else []
+        return str(first.member_role), first.found_task_id is not None, links
 
     async def delete(self, link_id: str) -> None:
         await self._conn.execute(t.gitlab_links.delete().where(_l.id == link_id))

@@ -35,6 +35,11 @@ async def require_task(uow: GitLabUnitOfWork, actor: Actor, org_id: str, task_id
         if is_valid_id(org_id)
         else (None, False)
     )
+    check_task_access(role, task_found)
+
+
+def check_task_access(role: str | None, task_found: bool) -> None:
+    """NotFound unless the actor is a member (``role``) and the task is in the org."""
     if role is None:
         raise NotFound("organization not found")
     if not task_found:

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
-from viarah.domain.gitlab.access import require_task
+from viarah.domain.gitlab.access import check_task_access, require_task
 from viarah.domain.gitlab.client import GitLabCallFailed, GitLabClient
 from viarah.domain.gitlab.integrations import audit, event_job
 from viarah.domain.gitlab.model import (
@@ -88,8 +88,12 @@ class GitLabLinks:
         """The task's links with their cached metadata; stale ones get a refresh queued."""
         now = self._clock.now()
         async with self._uow().read_only() as uow:
-            await require_task(uow, actor, org_id, task_id)
-            links = await uow.gitlab_links.list_for_task(OrgId(org_id), TaskId(task_id))
+            if not (is_valid_id(org_id) and is_valid_id(task_id)):
+                await require_task(uow, actor, org_id, task_id)  # NotFound, naming which
+            role, task_found, links = await uow.gitlab_links.list_for_task_as(
+                OrgId(org_id), TaskId(task_id), actor.user_id
+            )
+        check_task_access(role, task_found)
         views = [LinkView(link, link.sync(now, self._ttl)) for link in links]
         # Only objects that may want a refresh by what was just read; the lock-taking
         # check in _queue_refreshes decides. A stale task page stays one cheap read while

@@ -60,7 +60,13 @@ class LinkRepository(Protocol):
 
     async def get(self, org_id: OrgId, link_id: str) -> GitLabLink | None: ...
 
-    async def list_for_task(self, org_id: OrgId, task_id: TaskId) -> list[GitLabLink]: ...
+    async def list_for_task_as(
+        self, org_id: OrgId, task_id: TaskId, user_id: UserId
+    ) -> tuple[str | None, bool, list[GitLabLink]]:
+        """In one lookup (a task page reads this on every load): the user's role in the
+        org (None for a non-member), whether the task belongs to the org (False for a
+        non-member), and the task's links oldest first (empty unless both)."""
+        ...
 
     async def delete(self, link_id: str) -> None: ...
 
