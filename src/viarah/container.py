@@ -46,6 +46,7 @@ from viarah.adapters.queue.inprocess import InProcessJobQueue
 from viarah.domain.gitlab.integrations import GitLabIntegrations
 from viarah.domain.gitlab.keys import StoredSecrets
 from viarah.domain.gitlab.links import REFRESH_JOB, GitLabLinks, GitLabRefresher
+from viarah.domain.gitlab.recent_integrations import RecentIntegrations
 from viarah.domain.gitlab.retention import PURGE_DELIVERIES_JOB, DeliveryRetention
 from viarah.domain.gitlab.webhooks import DRAIN_JOB, PROCESS_JOB, SWEEP_JOB, GitLabWebhooks
 from viarah.domain.identity.services import ApiTokens, Authentication, Users
@@ -243,6 +244,8 @@ class Container(containers.DeclarativeContainer):
     gitlab_client = providers.ThreadSafeSingleton(
         HttpxGitLabClient, outbound_http, clock=clock, telemetry=telemetry
     )
+    # One per process: webhooks skip reading an integration read in the last second.
+    recent_integrations = providers.ThreadSafeSingleton(RecentIntegrations)
     gitlab_integrations = providers.Factory(
         GitLabIntegrations,
         uow=uow.provider,
@@ -250,6 +253,7 @@ class Container(containers.DeclarativeContainer):
         box=secret_box,
         hasher=keyed_hasher,
         client=gitlab_client,
+        recent=recent_integrations,
     )
     gitlab_links = providers.Factory(
         GitLabLinks, uow=uow.provider, clock=clock, ttl=providers.Callable(_ttl, settings)
@@ -263,6 +267,7 @@ class Container(containers.DeclarativeContainer):
         clock=clock,
         hasher=keyed_hasher,
         box=secret_box,
+        recent=recent_integrations,
     )
     stored_secrets = providers.Factory(StoredSecrets, uow=uow.provider, clock=clock, box=secret_box)
 

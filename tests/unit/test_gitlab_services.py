@@ -4,8 +4,8 @@ import base64
 import hashlib
 import hmac
 import json
-from dataclasses import dataclass
-from datetime import timedelta
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -23,10 +23,12 @@ from viarah.domain.gitlab.client import GitLabCallFailed
 from viarah.domain.gitlab.integrations import GitLabIntegrations
 from viarah.domain.gitlab.links import REFRESH_JOB, GitLabLinks, GitLabRefresher
 from viarah.domain.gitlab.model import DeliveryStatus, SyncStatus, TokenStatus
+from viarah.domain.gitlab.recent_integrations import RecentIntegrations
 from viarah.domain.gitlab.retention import PURGE_DELIVERIES_JOB, DeliveryRetention
 from viarah.domain.gitlab.webhooks import DRAIN_JOB, REFRESH_SPACING, GitLabWebhooks, classify
 from viarah.domain.shared.actor import Actor
 from viarah.domain.shared.errors import Conflict, Forbidden, InvalidInput, NotFound, Unavailable
+from viarah.domain.shared.ids import OrgId
 
 BASE = "https://gitlab.example.com"
 SECRET = "a-webhook-secret-of-some-length"
@@ -784,3 +786,72 @@ async def test_doctor_finds_secrets_no_key_decrypts(gl: GitLabApp) -> None:
     assert [(b.org_id, b.field) for b in broken] == [(gl.org_id, "token_ciphertext")]
     report = await secrets.rotate()
     assert report.failed == [f"org {gl.org_id}: token_ciphertext"]
+
+
+# --- integrations remembered for webhooks ------------------------------------------------
+
+
+def _remembering(gl: GitLabApp) -> tuple[GitLabWebhooks, GitLabIntegrations]:
+    """This process's webhooks and integrations, sharing one RecentIntegrations."""
+
+    def uow() -> FakeUnitOfWork:
+        return FakeUnitOfWork(gl.app.db)
+
+    recent = RecentIntegrations()
+    hasher = FakeKeyedHasher()
+    return (
+        GitLabWebhooks(uow, gl.app.clock, hasher, gl.box, jitter=lambda: 0.5, recent=recent),
+        GitLabIntegrations(uow, gl.app.clock, gl.box, hasher, gl.gitlab, recent=recent),
+    )
+
+
+async def _hook_with(webhooks: GitLabWebhooks, gl: GitLabApp, secret: str, key: str) -> str:
+    headers = {"x-gitlab-token": secret, "x-gitlab-event": "Issue Hook", "idempotency-key": key}
+    return await webhooks.receive(gl.org_id, headers, json.dumps(issue_hook(1)).encode())
+
+
+async def test_a_secret_changed_elsewhere_applies_to_webhooks_within_a_second(
+    gl: GitLabApp,
+) -> None:
+    webhooks, _ = _remembering(gl)
+    await configured(gl)
+    assert await _hook_with(webhooks, gl, SECRET, "k1") == "accepted"
+    # Another process changes the secret: this one still knows the old one, for a second.
+    stored = gl.app.db.gitlab_integrations[OrgId(gl.org_id)]
+    new_digest = FakeKeyedHasher().digest("the-new-secret-0123456789")
+    gl.app.db.gitlab_integrations[OrgId(gl.org_id)] = replace(
+        stored, webhook_secret_digest=new_digest
+    )
+    gl.app.clock.advance(seconds=0.5)
+    assert await _hook_with(webhooks, gl, SECRET, "k2") == "accepted"
+    gl.app.clock.advance(seconds=0.5)
+    with pytest.raises(Forbidden):
+        await _hook_with(webhooks, gl, SECRET, "k3")
+    assert await _hook_with(webhooks, gl, "the-new-secret-0123456789", "k4") == "accepted"
+
+
+async def test_a_secret_changed_in_this_process_applies_at_once(gl: GitLabApp) -> None:
+    webhooks, integrations = _remembering(gl)
+    with pytest.raises(NotFound):  # not configured yet: remembered as such
+        await _hook_with(webhooks, gl, SECRET, "k1")
+    await integrations.update(gl.admin, gl.org_id, base_url=BASE, webhook_secret=SECRET)
+    assert await _hook_with(webhooks, gl, SECRET, "k2") == "accepted"
+    new = "another-secret-0123456789"
+    await integrations.update(gl.admin, gl.org_id, webhook_secret=new)
+    with pytest.raises(Forbidden):
+        await _hook_with(webhooks, gl, SECRET, "k3")
+    assert await _hook_with(webhooks, gl, new, "k4") == "accepted"
+    await integrations.delete(gl.admin, gl.org_id)
+    with pytest.raises(NotFound):
+        await _hook_with(webhooks, gl, new, "k5")
+
+
+def test_recent_integrations_forget_the_oldest_org_first() -> None:
+    recent = RecentIntegrations(max_orgs=2)
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    for org in ("a", "b", "c"):
+        recent.put(OrgId(org), None, now)
+    assert recent.get(OrgId("a"), now) == (False, None)
+    assert recent.get(OrgId("b"), now) == (True, None)
+    assert recent.get(OrgId("c"), now + timedelta(seconds=1)) == (False, None)  # too old
+    assert recent.get(OrgId("b"), now - timedelta(seconds=1)) == (False, None)  # clock went back

@@ -18,6 +18,7 @@ from viarah.domain.gitlab.model import (
     TokenStatus,
 )
 from viarah.domain.gitlab.ports import GitLabUnitOfWork
+from viarah.domain.gitlab.recent_integrations import RecentIntegrations
 from viarah.domain.gitlab.urls import normalize_base_url
 from viarah.domain.shared.actor import Actor
 from viarah.domain.shared.clock import Clock
@@ -79,12 +80,14 @@ class GitLabIntegrations:
         box: SecretBox,
         hasher: KeyedHasher,
         client: GitLabClient,
+        recent: RecentIntegrations | None = None,
     ) -> None:
         self._uow = uow
         self._clock = clock
         self._box = box
         self._hasher = hasher
         self._client = client
+        self._recent = recent
 
     async def get(self, actor: Actor, org_id: str) -> GitLabIntegration | None:
         """The integration (None when not set up). Admin or PM."""
@@ -209,6 +212,7 @@ class GitLabIntegrations:
             )
             await uow.audit.add(audit(OrgId(org_id), actor.user_id, action, now, changed=changed))
             await uow.commit()
+        self._forget(org_id)
         return integration, validation
 
     async def delete(self, actor: Actor, org_id: str) -> None:
@@ -225,6 +229,13 @@ class GitLabIntegrations:
                     )
                 )
                 await uow.commit()
+        self._forget(org_id)
+
+    def _forget(self, org_id: str) -> None:
+        """Webhooks received by this process see the change at once (others within
+        a second: :mod:`viarah.domain.gitlab.recent_integrations`)."""
+        if self._recent is not None:
+            self._recent.forget(OrgId(org_id))
 
     async def validate(self, actor: Actor, org_id: str) -> Validation:
         """Ask GitLab whether the stored token works; records the outcome."""

@@ -27,6 +27,7 @@ from viarah.domain.gitlab.model import (
     WebhookDelivery,
 )
 from viarah.domain.gitlab.ports import GitLabUnitOfWork
+from viarah.domain.gitlab.recent_integrations import RecentIntegrations
 from viarah.domain.gitlab.urls import MAX_IID, MAX_PROJECT_PATH_LENGTH, ObjectKind
 from viarah.domain.shared.actor import Actor
 from viarah.domain.shared.clock import Clock
@@ -188,12 +189,14 @@ class GitLabWebhooks:
         hasher: KeyedHasher,
         box: SecretBox,
         jitter: Callable[[], float] = random.random,
+        recent: RecentIntegrations | None = None,
     ) -> None:
         self._uow = uow
         self._clock = clock
         self._hasher = hasher
         self._box = box
         self._jitter = jitter
+        self._recent = recent
 
     async def receive(self, org_id: str, headers: Mapping[str, str], body: bytes) -> str:
         """Authenticate and store a delivery, with a job that processes the organization's
@@ -201,12 +204,11 @@ class GitLabWebhooks:
         processed in a few batches, not one job per delivery); ``accepted`` or
         ``duplicate``. ``headers`` must have lower-case names."""
         now = self._clock.now()
-        # One read, then one atomic write (the delivery with its job): on PostgreSQL two
-        # round trips and no transaction around them.
+        # One read (none when this process read the integration in the last second), then
+        # one atomic write (the delivery with its job): on PostgreSQL at most two round
+        # trips and no transaction around them.
         async with self._uow().single_write() as uow:
-            integration = (
-                await uow.gitlab_integrations.get(OrgId(org_id)) if is_valid_id(org_id) else None
-            )
+            integration = await self._integration(uow, org_id, now)
             if integration is None or integration.webhook_secret_digest is None:
                 raise NotFound("no GitLab webhook is configured for this organization")
             self._authenticate(integration, headers, body, now)
@@ -237,6 +239,20 @@ class GitLabWebhooks:
                 return "duplicate"
             await uow.commit()
         return "accepted"
+
+    async def _integration(
+        self, uow: GitLabUnitOfWork, org_id: str, now: datetime
+    ) -> GitLabIntegration | None:
+        if not is_valid_id(org_id):
+            return None
+        if self._recent is not None:
+            known, integration = self._recent.get(OrgId(org_id), now)
+            if known:
+                return integration
+        integration = await uow.gitlab_integrations.get(OrgId(org_id))
+        if self._recent is not None:
+            self._recent.put(OrgId(org_id), integration, now)
+        return integration
 
     def _authenticate(
         self, integration: GitLabIntegration, headers: Mapping[str, str], body: bytes, now: datetime
