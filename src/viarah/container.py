@@ -49,7 +49,7 @@ from viarah.domain.gitlab.links import REFRESH_JOB, GitLabLinks, GitLabRefresher
 from viarah.domain.gitlab.recent_integrations import RecentIntegrations
 from viarah.domain.gitlab.retention import PURGE_DELIVERIES_JOB, DeliveryRetention
 from viarah.domain.gitlab.webhooks import DRAIN_JOB, PROCESS_JOB, SWEEP_JOB, GitLabWebhooks
-from viarah.domain.identity.services import ApiTokens, Authentication, Users
+from viarah.domain.identity.services import ApiTokens, Authentication, RecentTokens, Users
 from viarah.domain.jobs.model import dead_worker_after
 from viarah.domain.jobs.ports import GiveUpHandler, JobHandler
 from viarah.domain.jobs.services import (
@@ -221,14 +221,19 @@ class Container(containers.DeclarativeContainer):
     keyed_hasher = providers.ThreadSafeSingleton(
         HmacKeyedHasher, secret_key=settings.provided.secret_key
     )
+    # One per process: a client's requests cost one token lookup a second.
+    recent_tokens = providers.ThreadSafeSingleton(RecentTokens)
     authentication = providers.ThreadSafeSingleton(
         Authentication,
         uow=uow.provider,
         clock=clock,
         hasher=password_hasher,
         signer=keyed_hasher,
+        recent_tokens=recent_tokens,
     )
-    api_tokens = providers.Factory(ApiTokens, uow=uow.provider, clock=clock)
+    api_tokens = providers.Factory(
+        ApiTokens, uow=uow.provider, clock=clock, recent_tokens=recent_tokens
+    )
     organizations = providers.Factory(Organizations, uow=uow.provider, clock=clock)
     memberships = providers.Factory(Memberships, uow=uow.provider, clock=clock)
     projects = providers.Factory(Projects, uow=uow.provider, clock=clock)

@@ -847,7 +847,7 @@ async def test_a_secret_changed_in_this_process_applies_at_once(gl: GitLabApp) -
 
 
 def test_recent_integrations_forget_the_oldest_org_first() -> None:
-    recent = RecentIntegrations(max_orgs=2)
+    recent = RecentIntegrations(max_entries=2)
     now = datetime(2026, 1, 1, tzinfo=UTC)
     for org in ("a", "b", "c"):
         recent.put(OrgId(org), None, now)

@@ -7,7 +7,7 @@ import pytest
 from tests.fakes import FakeKeyedHasher, FakeUnitOfWork
 from tests.unit.conftest import App
 from viarah.domain.identity.model import API_TOKEN_PREFIX, digest
-from viarah.domain.identity.services import Authentication
+from viarah.domain.identity.services import ApiTokens, Authentication, RecentTokens
 from viarah.domain.shared.actor import Actor, PlatformRole, TokenScope
 from viarah.domain.shared.errors import Conflict, Forbidden, InvalidInput, NotFound, Unauthenticated
 
@@ -240,3 +240,68 @@ async def test_logout_requires_a_session(app: App) -> None:
     user, _ = await app.user("ada@example.com")
     with pytest.raises(Forbidden):
         await app.auth.logout(Actor(user_id=user.id, scope=TokenScope.WRITE))
+
+
+# --- API tokens remembered for a second ---------------------------------------------------
+
+
+def _remembering(app: App) -> tuple[Authentication, ApiTokens]:
+    """This process's authentication and tokens, sharing one RecentTokens."""
+
+    def uow() -> FakeUnitOfWork:
+        return FakeUnitOfWork(app.db)
+
+    recent = RecentTokens()
+    return (
+        Authentication(uow, app.clock, app.hasher, FakeKeyedHasher(), recent_tokens=recent),
+        ApiTokens(uow, app.clock, recent_tokens=recent),
+    )
+
+
+async def test_a_token_revoked_elsewhere_is_refused_within_a_second(app: App) -> None:
+    auth, _ = _remembering(app)
+    user, actor = await app.user("ada@example.com")
+    issued = await app.tokens.create(actor, "ci")
+    assert (await auth.from_api_token(issued.plaintext)).user_id == user.id
+    await app.tokens.revoke(actor, issued.token.id)  # another process: this one still knows
+    app.clock.advance(seconds=0.5)
+    assert (await auth.from_api_token(issued.plaintext)).user_id == user.id
+    with pytest.raises(Unauthenticated):  # the secret is still checked on every request
+        await auth.from_api_token(issued.plaintext.split(".", 1)[0] + ".not-the-secret")
+    app.clock.advance(seconds=0.5)
+    with pytest.raises(Unauthenticated, match="expired or revoked"):
+        await auth.from_api_token(issued.plaintext)
+
+
+async def test_a_token_revoked_in_this_process_is_refused_at_once(app: App) -> None:
+    auth, tokens = _remembering(app)
+    _, actor = await app.user("ada@example.com")
+    issued = await tokens.create(actor, "ci")
+    await auth.from_api_token(issued.plaintext)
+    await tokens.revoke(actor, issued.token.id)
+    with pytest.raises(Unauthenticated, match="expired or revoked"):
+        await auth.from_api_token(issued.plaintext)
+
+
+async def test_remembered_tokens_are_looked_up_once_a_second_and_touched_once_a_minute(
+    app: App,
+) -> None:
+    auth, _ = _remembering(app)
+    _, actor = await app.user("ada@example.com")
+    issued = await app.tokens.create(actor, "ci")
+    stored = app.db.api_tokens.pop(issued.token.id)  # not committed yet, say
+    with pytest.raises(Unauthenticated):
+        await auth.from_api_token(issued.plaintext)
+    app.db.api_tokens[stored.id] = stored
+    await auth.from_api_token(issued.plaintext)  # an unknown prefix was not remembered
+    commits = app.db.commits
+    stored = app.db.api_tokens.pop(issued.token.id)  # no lookup can find it now
+    for _ in range(3):
+        app.clock.advance(seconds=0.2)
+        await auth.from_api_token(issued.plaintext)  # from memory, not touched again
+    assert app.db.commits == commits
+    app.db.api_tokens[stored.id] = stored
+    app.clock.advance(seconds=61)
+    await auth.from_api_token(issued.plaintext)
+    assert app.db.commits == commits + 1
+    assert app.db.api_tokens[stored.id].last_used_at == app.clock.now()

@@ -233,7 +233,7 @@ class GitLabIntegrations:
 
     def _forget(self, org_id: str) -> None:
         """Webhooks received by this process see the change at once (others within
-        a second: :mod:`viarah.domain.gitlab.recent_integrations`)."""
+        a second: :mod:`viarah.domain.shared.recent`)."""
         if self._recent is not None:
             self._recent.forget(OrgId(org_id))
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from viarah.domain.identity.model import (
     ApiToken,
@@ -18,6 +18,7 @@ from viarah.domain.shared.actor import Actor, PlatformRole, TokenScope
 from viarah.domain.shared.clock import Clock
 from viarah.domain.shared.errors import Conflict, Forbidden, InvalidInput, NotFound, Unauthenticated
 from viarah.domain.shared.ids import ApiTokenId, UserId, is_valid_id, new_id
+from viarah.domain.shared.recent import RecentReads
 from viarah.domain.shared.secrets import KeyedHasher
 from viarah.domain.shared.text import clean_text, normalize_email
 
@@ -85,16 +86,29 @@ class Users:
         return user
 
 
+class RecentTokens(RecentReads[str, tuple[ApiToken, User]]):
+    """API tokens (with their user) by prefix, as read for a recent request: a client
+    sending many requests costs one token lookup a second, not one per request. A token
+    revoked through this process is forgotten at once; other processes refuse it within
+    a second. Unknown prefixes are not remembered (a new token works at once)."""
+
+
 class Authentication:
     """Turning credentials (password, session cookie, API token) into an :class:`Actor`."""
 
     def __init__(
-        self, uow: UowFactory, clock: Clock, hasher: PasswordHasher, signer: KeyedHasher
+        self,
+        uow: UowFactory,
+        clock: Clock,
+        hasher: PasswordHasher,
+        signer: KeyedHasher,
+        recent_tokens: RecentTokens | None = None,
     ) -> None:
         self._uow = uow
         self._clock = clock
         self._hasher = hasher
         self._signer = signer
+        self._recent_tokens = recent_tokens
         # Verifying against a real hash when the user is unknown keeps the response time
         # the same, so login timing does not reveal which e-mails are registered.
         self._dummy_hash = hasher.hash(new_id())
@@ -152,8 +166,7 @@ class Authentication:
             raise Unauthenticated("malformed API token")
         prefix, secret = parts
         now = self._clock.now()
-        async with self._uow().read_only() as uow:
-            found = await uow.api_tokens.get_with_user(prefix)
+        found = await self._token_with_user(prefix, now)
         token, user = found if found is not None else (None, None)
         if token is None or user is None or not token.secret_matches(secret):
             raise Unauthenticated("invalid API token")
@@ -161,16 +174,30 @@ class Authentication:
             raise Unauthenticated("API token expired or revoked")
         if not user.is_active:
             raise Unauthenticated("invalid API token")
-        if token.used(now) is not None:  # at most once per LAST_USED_RESOLUTION
+        touched = token.used(now)
+        if touched is not None:  # at most once per LAST_USED_RESOLUTION
             async with self._uow() as uow:
                 await uow.api_tokens.touch(token.id, now)
                 await uow.commit()
+            if self._recent_tokens is not None:
+                self._recent_tokens.put(prefix, (touched, user), now)
         return Actor(
             user_id=user.id,
             platform_role=user.platform_role,
             scope=token.scope,
             api_token_id=token.id,
         )
+
+    async def _token_with_user(self, prefix: str, now: datetime) -> tuple[ApiToken, User] | None:
+        if self._recent_tokens is not None:
+            known, found = self._recent_tokens.get(prefix, now)
+            if known:
+                return found
+        async with self._uow().read_only() as uow:
+            found = await uow.api_tokens.get_with_user(prefix)
+        if found is not None and self._recent_tokens is not None:
+            self._recent_tokens.put(prefix, found, now)
+        return found
 
     async def purge_expired_sessions(self) -> int:
         """Delete sessions past their expiry; returns how many were removed."""
@@ -183,9 +210,12 @@ class Authentication:
 class ApiTokens:
     """Personal API tokens: issue, list, revoke."""
 
-    def __init__(self, uow: UowFactory, clock: Clock) -> None:
+    def __init__(
+        self, uow: UowFactory, clock: Clock, recent_tokens: RecentTokens | None = None
+    ) -> None:
         self._uow = uow
         self._clock = clock
+        self._recent_tokens = recent_tokens
 
     async def create(
         self,
@@ -248,3 +278,5 @@ class ApiTokens:
             if token.revoked_at is None:
                 await uow.api_tokens.update(replace(token, revoked_at=self._clock.now()))
                 await uow.commit()
+        if self._recent_tokens is not None:
+            self._recent_tokens.forget(token.prefix)
