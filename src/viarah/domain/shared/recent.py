@@ -44,7 +44,10 @@ class RecentReads(Generic[K, V]):
     def put(self, key: K, value: V, now: datetime) -> None:
         self._seen.pop(key, None)  # re-inserted last: the dict's order is the age order
         if len(self._seen) >= self._max_entries:
-            oldest = next(iter(self._seen), None)
+            try:
+                oldest = next(iter(self._seen), None)
+            except RuntimeError:  # another thread changed the dict just then: skip
+                oldest = None
             if oldest is not None:
                 self._seen.pop(oldest, None)
         self._seen[key] = (now, value)
