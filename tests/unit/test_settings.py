@@ -19,6 +19,7 @@ def test_defaults_are_the_embedded_setup() -> None:
     assert settings.allowed_hosts == ("localhost", "127.0.0.1")
     assert settings.debug is False
     assert settings.gitlab_metadata_ttl_seconds == 3600
+    assert settings.webhook_delivery_retention_days == 30
     assert not settings.push_enabled
 
 
@@ -41,6 +42,8 @@ def test_database_urls(url: str, expected: str) -> None:
         ({"BROKER_URL": "amqp://x"}, "BROKER_URL"),
         ({"WORKER_HEARTBEAT_SECONDS": "0"}, "WORKER_HEARTBEAT_SECONDS"),
         ({"WORKER_HEARTBEAT_SECONDS": "soon"}, "WORKER_HEARTBEAT_SECONDS"),
+        ({"WEBHOOK_DELIVERY_RETENTION_DAYS": "-1"}, "WEBHOOK_DELIVERY_RETENTION_DAYS"),
+        ({"WEBHOOK_DELIVERY_RETENTION_DAYS": "a month"}, "WEBHOOK_DELIVERY_RETENTION_DAYS"),
         ({"VIA_RAH_DEBUG": "maybe"}, "VIA_RAH_DEBUG"),
         ({"ALLOWED_HOSTS": " , "}, "ALLOWED_HOSTS"),
         ({"CSRF_TRUSTED_ORIGINS": "example.com"}, "CSRF_TRUSTED_ORIGINS"),
@@ -144,3 +147,8 @@ def test_dotenv_is_read_but_the_environment_wins(
 def test_every_variable_is_unique() -> None:
     names = [v.name for v in VARIABLES] + [v.alias for v in VARIABLES if v.alias]
     assert len(names) == len(set(names))
+
+
+def test_a_zero_delivery_retention_keeps_deliveries() -> None:
+    settings = load_settings({**GOOD, "WEBHOOK_DELIVERY_RETENTION_DAYS": "0"}).require_valid()
+    assert settings.webhook_delivery_retention_days == 0
