@@ -8,16 +8,26 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
 
-import httpx
 import pytest
 
 from tests.gitlab_fake import FakeGitLab
-from viarah.adapters.gitlab.http import HttpxGitLabClient
-from viarah.adapters.outbound.clients import GuardedHttpClients
+from viarah.adapters.gitlab.http import Http11GitLabClient
+from viarah.adapters.outbound.http11 import GuardedHttp11Clients
 from viarah.domain.shared.outbound import OutboundPolicy
 
-# Short timeouts keep the timeout tests fast; the production defaults are 3/10/10/5 s.
-TEST_TIMEOUT = httpx.Timeout(5.0, connect=2.0, read=0.5, write=2.0, pool=2.0)
+# Short timeouts keep the timeout tests fast; the production defaults are 3/10/5 s.
+TEST_READ_TIMEOUT = 0.5
+
+
+def guarded_http(policy: OutboundPolicy, max_body: int = 2 * 1024 * 1024) -> GuardedHttp11Clients:
+    """The kind of client the container gives the GitLab adapter, with short timeouts."""
+    return GuardedHttp11Clients(
+        policy,
+        connect_timeout=2.0,
+        read_timeout=TEST_READ_TIMEOUT,
+        pool_timeout=2.0,
+        max_body=max_body,
+    )
 
 
 @pytest.fixture
@@ -28,14 +38,14 @@ def gitlab_fake() -> Iterator[FakeGitLab]:
 
 
 @pytest.fixture
-async def loopback_http() -> AsyncIterator[GuardedHttpClients]:
+async def loopback_http() -> AsyncIterator[GuardedHttp11Clients]:
     """Guarded HTTP clients whose allowlist admits 127.0.0.1 (and nothing else)."""
-    clients = GuardedHttpClients(OutboundPolicy(["127.0.0.1"]), timeout=TEST_TIMEOUT)
+    clients = guarded_http(OutboundPolicy(["127.0.0.1"]))
     yield clients
     await clients.aclose()
 
 
 @pytest.fixture
-def gitlab_client(loopback_http: GuardedHttpClients) -> HttpxGitLabClient:
+def gitlab_client(loopback_http: GuardedHttp11Clients) -> Http11GitLabClient:
     """The real adapter, allowed to reach the fake."""
-    return HttpxGitLabClient(loopback_http)
+    return Http11GitLabClient(loopback_http)

@@ -46,6 +46,7 @@ import threading
 import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import cast
 
 import httpx
 
@@ -92,8 +93,9 @@ class _Connection(asyncio.Protocol):
     # asyncio.Protocol callbacks
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # A stream transport, but not always an asyncio.Transport instance: uvloop's
+        # (the web process's loop) only quacks like one.
+        self.transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
         waiter, parser = self._waiter, self._parser
@@ -420,6 +422,11 @@ class GuardedHttp11Clients:
         self._pools: weakref.WeakKeyDictionary[
             asyncio.AbstractEventLoop, dict[tuple[str, str, int], _OriginPool]
         ] = weakref.WeakKeyDictionary()
+
+    @property
+    def max_body(self) -> int:
+        """Answers' bodies longer than this come back ``truncated``."""
+        return self._settings.max_body
 
     def __repr__(self) -> str:
         s = self._settings
