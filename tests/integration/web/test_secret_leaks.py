@@ -304,12 +304,10 @@ def test_no_secret_in_any_response_or_log_line(
         "member session cookie": _opened(seen, str(member.session_cookie)),
     }
     assert len(seen) > 30, len(seen)
-    assert len(logs.texts) > 100, len(logs.texts)
+    assert len(logs.texts) > 150, len(logs.texts)
     assert any(r.name.startswith("viarah") for r in logs.records)
-    assert any(r.name.startswith("psycopg") for r in logs.records)  # libraries at DEBUG too
-    # The GitLab calls (token in a header) were logged, at DEBUG, by the adapter that
-    # makes them (its HTTP client is ViaRah's own, not httpx, since session 6).
-    assert any(r.name == "viarah.gitlab.http" for r in logs.records)
+    assert any(r.name.startswith("psycopg") for r in logs.records)  # the driver's own
+    assert any(r.name.startswith("httpx") for r in logs.records)  # libraries at DEBUG too
     leaks = []
     for name, secret in secrets.items():
         assert len(secret) >= 16, name
