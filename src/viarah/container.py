@@ -28,11 +28,10 @@ from viarah.adapters.db.jobs import SqlHeartbeatStore, SqlJobStore, database_ans
 from viarah.adapters.db.native import NativePool, native_pool_for
 from viarah.adapters.db.stats import read_backlog
 from viarah.adapters.db.uow import SqlUnitOfWork, is_connection_error
-from viarah.adapters.gitlab.http import MAX_BODY_BYTES as GITLAB_MAX_BODY_BYTES
-from viarah.adapters.gitlab.http import MAX_CONNECTIONS as GITLAB_MAX_CONNECTIONS
-from viarah.adapters.gitlab.http import Http11GitLabClient
+from viarah.adapters.gitlab.http import HttpxGitLabClient
 from viarah.adapters.metrics.prometheus import MetricsServer as MetricsServer  # for the worker
 from viarah.adapters.metrics.prometheus import PrometheusTelemetry
+from viarah.adapters.outbound.clients import GuardedHttpClients
 from viarah.adapters.outbound.http11 import GuardedHttp11Clients
 from viarah.adapters.push.transport import PUSH_MAX_CONNECTIONS
 from viarah.adapters.push.transport import USER_AGENT as PUSH_USER_AGENT
@@ -246,16 +245,9 @@ class Container(containers.DeclarativeContainer):
     outbound_policy = providers.ThreadSafeSingleton(
         OutboundPolicy, settings.provided.outbound_allowlist
     )
-    #: GitLab's own guarded pool: the lean HTTP/1.1 client (a refresh's GitLab call cost
-    #: ~5x the CPU through httpx), answers capped at 2 MiB.
-    gitlab_http = providers.ThreadSafeSingleton(
-        GuardedHttp11Clients,
-        outbound_policy,
-        max_connections=GITLAB_MAX_CONNECTIONS,
-        max_body=GITLAB_MAX_BODY_BYTES,
-    )
+    outbound_http = providers.ThreadSafeSingleton(GuardedHttpClients, outbound_policy)
     gitlab_client = providers.ThreadSafeSingleton(
-        Http11GitLabClient, gitlab_http, clock=clock, telemetry=telemetry
+        HttpxGitLabClient, outbound_http, clock=clock, telemetry=telemetry
     )
     # One per process: webhooks skip reading an integration read in the last second.
     recent_integrations = providers.ThreadSafeSingleton(RecentIntegrations)
@@ -373,7 +365,7 @@ def build_container(settings: Settings, *, telemetry_of: Container | None = None
 async def close_container(container: Container) -> None:
     """Dispose of pooled connections (database engine, broker client, outbound HTTP)."""
     await container.push_http().aclose()
-    await container.gitlab_http().aclose()
+    await container.outbound_http().aclose()
     native = container.native_pool()
     if native is not None:
         await native.close()

@@ -207,7 +207,7 @@ def test_backup_drop_restore_gives_back_a_working_instance(
 
         validated = api.post(f"/api/orgs/{seeded.org_id}/integrations/gitlab/validate")
         assert validated.status_code == 200, validated.text
-        assert validated.json()["status"] == "valid", validated.json()
+        assert validated.json()["status"] == "valid"
         assert validated.json()["user"]["username"] == gitlab.user["username"]
 
         while _query(postgres_url, f"SELECT status FROM outbox WHERE id = '{seeded.job_id}'") != [

@@ -8,26 +8,16 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
 
+import httpx
 import pytest
 
 from tests.gitlab_fake import FakeGitLab
-from viarah.adapters.gitlab.http import Http11GitLabClient
-from viarah.adapters.outbound.http11 import GuardedHttp11Clients
+from viarah.adapters.gitlab.http import HttpxGitLabClient
+from viarah.adapters.outbound.clients import GuardedHttpClients
 from viarah.domain.shared.outbound import OutboundPolicy
 
-# Short timeouts keep the timeout tests fast; the production defaults are 3/10/5 s.
-TEST_READ_TIMEOUT = 0.5
-
-
-def guarded_http(policy: OutboundPolicy, max_body: int = 2 * 1024 * 1024) -> GuardedHttp11Clients:
-    """The kind of client the container gives the GitLab adapter, with short timeouts."""
-    return GuardedHttp11Clients(
-        policy,
-        connect_timeout=2.0,
-        read_timeout=TEST_READ_TIMEOUT,
-        pool_timeout=2.0,
-        max_body=max_body,
-    )
+# Short timeouts keep the timeout tests fast; the production defaults are 3/10/10/5 s.
+TEST_TIMEOUT = httpx.Timeout(5.0, connect=2.0, read=0.5, write=2.0, pool=2.0)
 
 
 @pytest.fixture
@@ -38,14 +28,14 @@ def gitlab_fake() -> Iterator[FakeGitLab]:
 
 
 @pytest.fixture
-async def loopback_http() -> AsyncIterator[GuardedHttp11Clients]:
+async def loopback_http() -> AsyncIterator[GuardedHttpClients]:
     """Guarded HTTP clients whose allowlist admits 127.0.0.1 (and nothing else)."""
-    clients = guarded_http(OutboundPolicy(["127.0.0.1"]))
+    clients = GuardedHttpClients(OutboundPolicy(["127.0.0.1"]), timeout=TEST_TIMEOUT)
     yield clients
     await clients.aclose()
 
 
 @pytest.fixture
-def gitlab_client(loopback_http: GuardedHttp11Clients) -> Http11GitLabClient:
+def gitlab_client(loopback_http: GuardedHttpClients) -> HttpxGitLabClient:
     """The real adapter, allowed to reach the fake."""
-    return Http11GitLabClient(loopback_http)
+    return HttpxGitLabClient(loopback_http)

@@ -1,4 +1,4 @@
-"""Http11GitLabClient against the local fake GitLab: requests, parsing, every failure code."""
+"""HttpxGitLabClient against the local fake GitLab: requests, parsing, every failure code."""
 
 from __future__ import annotations
 
@@ -7,14 +7,13 @@ import socket
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
-import uvloop
 
 from tests.fakes import FakeClock
 from tests.gitlab_fake import FakeGitLab, Scripted, http_date
-from tests.integration.gitlab.conftest import TEST_READ_TIMEOUT, guarded_http
-from viarah.adapters.gitlab.http import Http11GitLabClient
-from viarah.adapters.outbound.http11 import GuardedHttp11Clients
-from viarah.domain.gitlab.client import Assignee, GitLabCallFailed, GitLabUser
+from tests.integration.gitlab.conftest import TEST_TIMEOUT
+from viarah.adapters.gitlab.http import HttpxGitLabClient
+from viarah.adapters.outbound.clients import GuardedHttpClients
+from viarah.domain.gitlab.client import Assignee, GitLabCallFailed
 from viarah.domain.gitlab.urls import GitLabRef, ObjectKind
 from viarah.domain.shared.outbound import OutboundPolicy
 
@@ -26,7 +25,7 @@ def ref_to(gitlab: FakeGitLab, kind: ObjectKind = ObjectKind.ISSUE, iid: int = 1
 
 
 async def test_fetches_an_issue_with_the_token_header_and_an_encoded_project_path(
-    gitlab_fake: FakeGitLab, gitlab_client: Http11GitLabClient
+    gitlab_fake: FakeGitLab, gitlab_client: HttpxGitLabClient
 ) -> None:
     gitlab_fake.add_issue(
         PROJECT,
@@ -53,7 +52,7 @@ async def test_fetches_an_issue_with_the_token_header_and_an_encoded_project_pat
 
 
 async def test_fetches_a_merge_request_with_only_the_legacy_assignee_field(
-    gitlab_fake: FakeGitLab, gitlab_client: Http11GitLabClient
+    gitlab_fake: FakeGitLab, gitlab_client: HttpxGitLabClient
 ) -> None:
     gitlab_fake.add_merge_request(
         PROJECT,
@@ -78,7 +77,7 @@ async def test_fetches_a_merge_request_with_only_the_legacy_assignee_field(
 
 
 async def test_current_user_and_token_info(
-    gitlab_fake: FakeGitLab, gitlab_client: Http11GitLabClient
+    gitlab_fake: FakeGitLab, gitlab_client: HttpxGitLabClient
 ) -> None:
     user = await gitlab_client.current_user(gitlab_fake.base_url, gitlab_fake.token)
     info = await gitlab_client.token_info(gitlab_fake.base_url, gitlab_fake.token)
@@ -92,21 +91,21 @@ async def test_current_user_and_token_info(
 
 
 async def test_pooled_connection_is_reused_across_calls(
-    gitlab_fake: FakeGitLab, gitlab_client: Http11GitLabClient
+    gitlab_fake: FakeGitLab, gitlab_client: HttpxGitLabClient
 ) -> None:
     for _ in range(3):
         await gitlab_client.current_user(gitlab_fake.base_url, gitlab_fake.token)
     assert len({r.client_port for r in gitlab_fake.requests}) == 1
 
 
-async def expect_failure(client: Http11GitLabClient, gitlab: FakeGitLab) -> GitLabCallFailed:
+async def expect_failure(client: HttpxGitLabClient, gitlab: FakeGitLab) -> GitLabCallFailed:
     with pytest.raises(GitLabCallFailed) as failed:
         await client.fetch_object(gitlab.base_url, gitlab.token, ref_to(gitlab))
     return failed.value
 
 
 async def test_wrong_token_is_auth_error(
-    gitlab_fake: FakeGitLab, gitlab_client: Http11GitLabClient
+    gitlab_fake: FakeGitLab, gitlab_client: HttpxGitLabClient
 ) -> None:
     with pytest.raises(GitLabCallFailed) as failed:
         await gitlab_client.current_user(gitlab_fake.base_url, "glpat-wrong")
@@ -114,7 +113,7 @@ async def test_wrong_token_is_auth_error(
 
 
 async def test_forbidden_is_auth_error(
-    gitlab_fake: FakeGitLab, gitlab_client: Http11GitLabClient
+    gitlab_fake: FakeGitLab, gitlab_client: HttpxGitLabClient
 ) -> None:
     gitlab_fake.add_issue(PROJECT, 12)
     path = gitlab_fake.object_path(PROJECT, "issue", 12)
@@ -124,7 +123,7 @@ async def test_forbidden_is_auth_error(
 
 
 async def test_unknown_object_is_not_found(
-    gitlab_fake: FakeGitLab, gitlab_client: Http11GitLabClient
+    gitlab_fake: FakeGitLab, gitlab_client: HttpxGitLabClient
 ) -> None:
     failed = await expect_failure(gitlab_client, gitlab_fake)
     assert (failed.code, failed.status) == ("not_found", 404)
@@ -143,7 +142,7 @@ async def test_unknown_object_is_not_found(
 )
 async def test_rate_limited_with_retry_after_seconds(
     gitlab_fake: FakeGitLab,
-    gitlab_client: Http11GitLabClient,
+    gitlab_client: HttpxGitLabClient,
     headers: dict[str, str],
     expected: float | None,
 ) -> None:
@@ -154,10 +153,10 @@ async def test_rate_limited_with_retry_after_seconds(
 
 
 async def test_rate_limited_with_an_http_date_or_ratelimit_reset(
-    gitlab_fake: FakeGitLab, loopback_http: GuardedHttp11Clients
+    gitlab_fake: FakeGitLab, loopback_http: GuardedHttpClients
 ) -> None:
     now = datetime(2024, 6, 1, 12, 0, 0, tzinfo=UTC)
-    client = Http11GitLabClient(loopback_http, clock=FakeClock(now))
+    client = HttpxGitLabClient(loopback_http, clock=FakeClock(now))
     path = gitlab_fake.object_path(PROJECT, "issue", 12)
     later = http_date(now + timedelta(seconds=120))
     reset = str(int((now + timedelta(seconds=45)).timestamp()))
@@ -174,7 +173,7 @@ async def test_rate_limited_with_an_http_date_or_ratelimit_reset(
 
 @pytest.mark.parametrize("status", [500, 502, 503, 418])
 async def test_other_statuses_are_http_n(
-    gitlab_fake: FakeGitLab, gitlab_client: Http11GitLabClient, status: int
+    gitlab_fake: FakeGitLab, gitlab_client: HttpxGitLabClient, status: int
 ) -> None:
     path = gitlab_fake.object_path(PROJECT, "issue", 12)
     gitlab_fake.script(path, Scripted(status, {"message": "oops"}))
@@ -183,7 +182,7 @@ async def test_other_statuses_are_http_n(
 
 
 async def test_redirect_to_another_host_is_reported_not_followed(
-    gitlab_fake: FakeGitLab, gitlab_client: Http11GitLabClient
+    gitlab_fake: FakeGitLab, gitlab_client: HttpxGitLabClient
 ) -> None:
     with FakeGitLab(token=gitlab_fake.token) as other:
         other.add_issue(PROJECT, 12)
@@ -197,9 +196,10 @@ async def test_redirect_to_another_host_is_reported_not_followed(
 
 
 async def test_timeout_is_network_error(
-    gitlab_fake: FakeGitLab, gitlab_client: Http11GitLabClient
+    gitlab_fake: FakeGitLab, gitlab_client: HttpxGitLabClient
 ) -> None:
-    assert TEST_READ_TIMEOUT < 1
+    assert TEST_TIMEOUT.read is not None
+    assert TEST_TIMEOUT.read < 1
     gitlab_fake.script(gitlab_fake.user_path, Scripted(200, gitlab_fake.user, delay=3.0))
     with pytest.raises(GitLabCallFailed) as failed:
         await gitlab_client.current_user(gitlab_fake.base_url, gitlab_fake.token)
@@ -207,7 +207,7 @@ async def test_timeout_is_network_error(
     assert "timed out (read timeout)" in str(failed.value)
 
 
-async def test_unreachable_port_is_network_error(gitlab_client: Http11GitLabClient) -> None:
+async def test_unreachable_port_is_network_error(gitlab_client: HttpxGitLabClient) -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -220,8 +220,8 @@ async def test_unreachable_port_is_network_error(gitlab_client: Http11GitLabClie
 async def test_address_not_allowlisted_is_network_error_naming_host_and_reason(
     gitlab_fake: FakeGitLab,
 ) -> None:
-    clients = guarded_http(OutboundPolicy())
-    client = Http11GitLabClient(clients)
+    clients = GuardedHttpClients(OutboundPolicy(), timeout=TEST_TIMEOUT)
+    client = HttpxGitLabClient(clients)
     try:
         with pytest.raises(GitLabCallFailed) as failed:
             await client.current_user(gitlab_fake.base_url, gitlab_fake.token)
@@ -235,10 +235,10 @@ async def test_address_not_allowlisted_is_network_error_naming_host_and_reason(
 
 
 async def test_localhost_is_refused_unless_allowlisted(gitlab_fake: FakeGitLab) -> None:
-    clients = guarded_http(OutboundPolicy())
+    clients = GuardedHttpClients(OutboundPolicy(), timeout=TEST_TIMEOUT)
     try:
         with pytest.raises(GitLabCallFailed) as failed:
-            await Http11GitLabClient(clients).current_user(
+            await HttpxGitLabClient(clients).current_user(
                 gitlab_fake.url_for("localhost"), gitlab_fake.token
             )
     finally:
@@ -250,7 +250,7 @@ async def test_localhost_is_refused_unless_allowlisted(gitlab_fake: FakeGitLab) 
 
 @pytest.mark.parametrize("host", ["2130706433", "0x7f.1", "0177.0.0.1", "127.1"])
 async def test_numeric_spellings_of_loopback_are_network_errors(
-    gitlab_fake: FakeGitLab, gitlab_client: Http11GitLabClient, host: str
+    gitlab_fake: FakeGitLab, gitlab_client: HttpxGitLabClient, host: str
 ) -> None:
     with pytest.raises(GitLabCallFailed) as failed:
         await gitlab_client.current_user(gitlab_fake.url_for(host), gitlab_fake.token)
@@ -271,7 +271,7 @@ async def test_numeric_spellings_of_loopback_are_network_errors(
     ],
 )
 async def test_unexpected_bodies_are_bad_response(
-    gitlab_fake: FakeGitLab, gitlab_client: Http11GitLabClient, body: object, why: str
+    gitlab_fake: FakeGitLab, gitlab_client: HttpxGitLabClient, body: object, why: str
 ) -> None:
     path = gitlab_fake.object_path(PROJECT, "issue", 12)
     gitlab_fake.script(path, Scripted(200, body))
@@ -280,21 +280,19 @@ async def test_unexpected_bodies_are_bad_response(
     assert why in str(failed)
 
 
-async def test_oversized_bodies_are_bad_response(gitlab_fake: FakeGitLab) -> None:
-    clients = guarded_http(OutboundPolicy(["127.0.0.1"]), max_body=1024)
-    client = Http11GitLabClient(clients)
+async def test_oversized_bodies_are_bad_response(
+    gitlab_fake: FakeGitLab, loopback_http: GuardedHttpClients
+) -> None:
+    client = HttpxGitLabClient(loopback_http, max_body_bytes=1024)
     gitlab_fake.script(gitlab_fake.user_path, Scripted(200, {"username": "x" * 5000}))
-    try:
-        with pytest.raises(GitLabCallFailed) as failed:
-            await client.current_user(gitlab_fake.base_url, gitlab_fake.token)
-    finally:
-        await clients.aclose()
+    with pytest.raises(GitLabCallFailed) as failed:
+        await client.current_user(gitlab_fake.base_url, gitlab_fake.token)
     assert failed.value.code == "bad_response"
     assert "larger than 1024 bytes" in str(failed.value)
 
 
 async def test_token_that_cannot_be_a_header_is_refused_before_sending(
-    gitlab_fake: FakeGitLab, gitlab_client: Http11GitLabClient
+    gitlab_fake: FakeGitLab, gitlab_client: HttpxGitLabClient
 ) -> None:
     for token in ("", "glpat-abc\r\nX-Injected: 1", "glpat-ünïcode", "two words"):
         with pytest.raises(GitLabCallFailed) as failed:
@@ -307,7 +305,7 @@ async def test_token_that_cannot_be_a_header_is_refused_before_sending(
 
 async def test_the_token_never_appears_in_errors_logs_or_reprs(
     gitlab_fake: FakeGitLab,
-    gitlab_client: Http11GitLabClient,
+    gitlab_client: HttpxGitLabClient,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.DEBUG)  # httpx, httpcore and viarah loggers, everything
@@ -324,7 +322,7 @@ async def test_the_token_never_appears_in_errors_logs_or_reprs(
         Scripted(200, {}, delay=3.0),
     )
     errors = [await expect_failure(gitlab_client, gitlab_fake) for _ in range(7)]
-    refused = Http11GitLabClient(guarded_http(OutboundPolicy()))
+    refused = HttpxGitLabClient(GuardedHttpClients(OutboundPolicy(), timeout=TEST_TIMEOUT))
     with pytest.raises(GitLabCallFailed) as blocked:
         await refused.current_user(gitlab_fake.base_url, token)
     errors.append(blocked.value)
@@ -350,7 +348,7 @@ async def test_the_token_never_appears_in_errors_logs_or_reprs(
 
 async def test_a_redirect_echoing_the_token_does_not_leak_it(
     gitlab_fake: FakeGitLab,
-    gitlab_client: Http11GitLabClient,
+    gitlab_client: HttpxGitLabClient,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     # A server that echoes the token back in a header: httpcore's DEBUG trace prints
@@ -367,19 +365,3 @@ async def test_a_redirect_echoing_the_token_does_not_leak_it(
     assert token not in repr(failed.value)
     assert "gitlab.call_failed" in caplog.text
     assert token not in caplog.text
-
-
-def test_works_on_uvloop_as_in_the_web_process(gitlab_fake: FakeGitLab) -> None:
-    """uvloop's transports are not ``asyncio.Transport`` instances (the lean client once
-    asserted they were, and every call from ``viarah web`` failed as network_error)."""
-
-    async def call() -> GitLabUser:
-        clients = guarded_http(OutboundPolicy(["127.0.0.1"]))
-        try:
-            return await Http11GitLabClient(clients).current_user(
-                gitlab_fake.base_url, gitlab_fake.token
-            )
-        finally:
-            await clients.aclose()
-
-    assert uvloop.run(call()).username == gitlab_fake.user["username"]

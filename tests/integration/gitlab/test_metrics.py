@@ -1,4 +1,4 @@
-"""Http11GitLabClient counts every call by kind and outcome, and times it."""
+"""HttpxGitLabClient counts every call by kind and outcome, and times it."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import socket
 import pytest
 
 from tests.gitlab_fake import FakeGitLab, Scripted
-from viarah.adapters.gitlab.http import Http11GitLabClient
+from viarah.adapters.gitlab.http import HttpxGitLabClient
 from viarah.adapters.metrics.prometheus import PrometheusTelemetry
-from viarah.adapters.outbound.http11 import GuardedHttp11Clients
+from viarah.adapters.outbound.clients import GuardedHttpClients
 from viarah.domain.gitlab.client import GitLabCallFailed
 from viarah.domain.gitlab.urls import GitLabRef, ObjectKind
 
@@ -22,10 +22,8 @@ def telemetry() -> PrometheusTelemetry:
 
 
 @pytest.fixture
-def client(
-    loopback_http: GuardedHttp11Clients, telemetry: PrometheusTelemetry
-) -> Http11GitLabClient:
-    return Http11GitLabClient(loopback_http, telemetry=telemetry)
+def client(loopback_http: GuardedHttpClients, telemetry: PrometheusTelemetry) -> HttpxGitLabClient:
+    return HttpxGitLabClient(loopback_http, telemetry=telemetry)
 
 
 def calls(telemetry: PrometheusTelemetry, call: str, outcome: str) -> float:
@@ -45,7 +43,7 @@ def ref(gitlab: FakeGitLab, kind: ObjectKind = ObjectKind.ISSUE, iid: int = 12) 
 
 
 async def test_a_404_counts_as_not_found_and_a_success_as_ok(
-    gitlab_fake: FakeGitLab, client: Http11GitLabClient, telemetry: PrometheusTelemetry
+    gitlab_fake: FakeGitLab, client: HttpxGitLabClient, telemetry: PrometheusTelemetry
 ) -> None:
     gitlab_fake.add_issue(PROJECT, 12)
     await client.fetch_object(gitlab_fake.base_url, gitlab_fake.token, ref(gitlab_fake))
@@ -63,7 +61,7 @@ async def test_a_404_counts_as_not_found_and_a_success_as_ok(
 
 
 async def test_auth_rate_limit_and_status_failures_are_counted_by_code(
-    gitlab_fake: FakeGitLab, client: Http11GitLabClient, telemetry: PrometheusTelemetry
+    gitlab_fake: FakeGitLab, client: HttpxGitLabClient, telemetry: PrometheusTelemetry
 ) -> None:
     with pytest.raises(GitLabCallFailed):
         await client.current_user(gitlab_fake.base_url, "glpat-wrong")
@@ -84,7 +82,7 @@ async def test_auth_rate_limit_and_status_failures_are_counted_by_code(
 
 
 async def test_no_answer_counts_as_network_error(
-    client: Http11GitLabClient, telemetry: PrometheusTelemetry
+    client: HttpxGitLabClient, telemetry: PrometheusTelemetry
 ) -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -96,7 +94,7 @@ async def test_no_answer_counts_as_network_error(
 
 
 async def test_labels_never_carry_the_project_path_or_token(
-    gitlab_fake: FakeGitLab, client: Http11GitLabClient, telemetry: PrometheusTelemetry
+    gitlab_fake: FakeGitLab, client: HttpxGitLabClient, telemetry: PrometheusTelemetry
 ) -> None:
     with pytest.raises(GitLabCallFailed):
         await client.fetch_object(gitlab_fake.base_url, gitlab_fake.token, ref(gitlab_fake))

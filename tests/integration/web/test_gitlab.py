@@ -1,5 +1,5 @@
 """The GitLab integration, links and webhook through the HTTP API, against a local fake
-GitLab (``tests/gitlab_fake.py``) reached by the app's real Http11GitLabClient.
+GitLab (``tests/gitlab_fake.py``) reached by the app's real HttpxGitLabClient.
 
 Every response of every test here is recorded; the teardown of ``client`` fails the test
 if a GitLab token, webhook secret or signing token ever appears in one.

@@ -1,9 +1,7 @@
-"""``Http11GitLabClient``: the domain's ``GitLabClient`` port over GitLab's REST API v4.
+"""``HttpxGitLabClient``: the domain's ``GitLabClient`` port over GitLab's REST API v4.
 
-The HTTP client comes from outside (the container passes the shared, SSRF-guarded lean
-HTTP/1.1 client of ``adapters/outbound``, ``GuardedHttp11Clients``: about a fifth of
-httpx's CPU per request, and a refresh is most of the worker's CPU during a webhook
-burst); this module knows GitLab, not sockets. Its errors are httpx's exception types.
+The HTTP client comes from outside (the container passes the shared, SSRF-guarded
+``GuardedHttpClients`` of ``adapters/outbound``); this module knows GitLab, not sockets.
 
 Failures become ``GitLabCallFailed`` with the codes documented on it. The token travels
 only in the ``PRIVATE-TOKEN`` header: it is never part of a URL, an exception message, a
@@ -16,7 +14,6 @@ import json
 import logging
 import re
 import time
-from collections.abc import Mapping
 from typing import Any, NoReturn, Protocol
 from urllib.parse import quote, urlsplit
 
@@ -42,48 +39,16 @@ from viarah.domain.shared.telemetry import (
 log = logging.getLogger("viarah.gitlab.http")
 
 API_PREFIX = "/api/v4"
-#: GitLab answers longer than this are refused (``bad_response``).
 MAX_BODY_BYTES = 2 * 1024 * 1024
-#: Connections kept per GitLab instance (refreshes of many objects run concurrently).
-MAX_CONNECTIONS = 20
 # GitLab tokens are printable ASCII without spaces (glpat-..., gloas-..., legacy 20 chars).
 _TOKEN = re.compile(r"^[\x21-\x7e]{1,1024}$")
 
 
-class HttpAnswer(Protocol):
-    """One answer: lower-case header names; ``body`` cut at the client's cap."""
+class AsyncClientSource(Protocol):
+    """Where the adapter gets its ``httpx.AsyncClient`` (the running loop's shared one)."""
 
-    @property
-    def status(self) -> int: ...
-    @property
-    def reason(self) -> str: ...
-    @property
-    def headers(self) -> Mapping[str, str]: ...
-    @property
-    def body(self) -> bytes: ...
-    @property
-    def truncated(self) -> bool: ...
-
-
-class HttpRequests(Protocol):
-    """Guarded, pooled HTTP/1.1 requests (``GuardedHttp11Clients``): only policy-approved
-    addresses, timeouts, no redirects followed; ``OutboundRefused``, httpx's transport
-    errors, or ValueError for a request that cannot be written safely."""
-
-    async def request(
-        self,
-        method: str,
-        scheme: str,
-        host: str,
-        port: int,
-        target: str,
-        headers: Mapping[str, str],
-        body: bytes = b"",
-    ) -> HttpAnswer: ...
-
-    @property
-    def max_body(self) -> int:
-        """Bodies longer than this come back ``truncated``."""
+    def client(self) -> httpx.AsyncClient:
+        """The client to use now; it must enforce the outbound policy and timeouts."""
         ...
 
 
@@ -91,30 +56,31 @@ def _redact(text: str, token: str) -> str:
     return text.replace(token, "***") if token else text
 
 
-class Http11GitLabClient:
+class HttpxGitLabClient:
     """Calls one GitLab instance per call (``base_url``) with a personal/project token.
 
     ``http`` supplies the guarded client (redirects are never followed, so a 3xx is
-    reported as ``http_3xx``; its ``max_body`` bounds what a misbehaving server can make
-    us read: the container gives GitLab's client :data:`MAX_BODY_BYTES`); ``clock`` dates
-    HTTP-date ``Retry-After`` values. Every call is
+    reported as ``http_3xx``); ``clock`` dates HTTP-date ``Retry-After`` values;
+    ``max_body_bytes`` bounds what a misbehaving server can make us read. Every call is
     counted in ``telemetry`` (``gitlab_calls`` by call and outcome: ``ok`` or the failure
     code) with its duration (``gitlab_call_seconds``).
     """
 
     def __init__(
         self,
-        http: HttpRequests,
+        http: AsyncClientSource,
         *,
         clock: Clock | None = None,
+        max_body_bytes: int = MAX_BODY_BYTES,
         telemetry: Telemetry | None = None,
     ) -> None:
         self._http = http
         self._clock: Clock = clock if clock is not None else SystemClock()
+        self._max_body_bytes = max_body_bytes
         self._telemetry: Telemetry = telemetry if telemetry is not None else NullTelemetry()
 
     def __repr__(self) -> str:
-        return f"Http11GitLabClient(http={self._http!r})"
+        return f"HttpxGitLabClient(http={self._http!r})"
 
     async def fetch_object(self, base_url: str, token: str, ref: GitLabRef) -> GitLabObject:
         """``GET /api/v4/projects/:path/(issues|merge_requests)/:iid``."""
@@ -156,15 +122,16 @@ class Http11GitLabClient:
                 "the GitLab token is empty or contains characters GitLab never issues "
                 "(spaces, line breaks, non-ASCII); set the token again",
             )
-        parts = urlsplit(base_url)
-        host = parts.hostname or base_url
+        host = urlsplit(base_url).hostname or base_url
+        url = base_url.rstrip("/") + path
         headers = {"PRIVATE-TOKEN": token, "Accept": "application/json"}
         try:
-            port = parts.port or (443 if parts.scheme == "https" else 80)
-            target = (parts.path.rstrip("/") + path) or "/"
-            answer = await self._http.request(
-                "GET", parts.scheme, parts.hostname or "", port, target, headers
-            )
+            async with self._http.client().stream("GET", url, headers=headers) as response:
+                if not 200 <= response.status_code < 300:
+                    self._status_failure(base_url, path, response)
+                body = await self._read_body(response, base_url, path)
+        except GitLabCallFailed:
+            raise
         except OutboundRefused as exc:
             self._fail(base_url, path, "network_error", exc.message)
         except httpx.TimeoutException as exc:
@@ -172,31 +139,39 @@ class Http11GitLabClient:
             self._fail(
                 base_url, path, "network_error", f"GitLab at {host} timed out ({phase} timeout)"
             )
-        except ValueError as exc:  # a base URL or path the client cannot send safely
+        except httpx.InvalidURL as exc:
             self._fail(base_url, path, "network_error", f"{_redact(str(exc), token)} ({host})")
+        except httpx.DecodingError:
+            self._fail(base_url, path, "bad_response", "GitLab sent a body that cannot be decoded")
         except httpx.HTTPError as exc:
             detail = _redact(str(exc), token) or type(exc).__name__
             self._fail(base_url, path, "network_error", f"cannot reach GitLab at {host}: {detail}")
-        if not 200 <= answer.status < 300:
-            self._status_failure(base_url, path, answer)
-        if answer.truncated:
-            self._fail(
-                base_url,
-                path,
-                "bad_response",
-                f"GitLab's answer is larger than {self._http.max_body} bytes",
-            )
         try:
-            data = json.loads(answer.body)
+            data = json.loads(body)
         except ValueError:
             self._fail(base_url, path, "bad_response", f"GitLab at {host} did not answer JSON")
         log.debug("gitlab.call host=%s path=%s status=ok", host, path)
         return data
 
-    def _status_failure(self, base_url: str, path: str, answer: HttpAnswer) -> NoReturn:
-        status = answer.status
+    async def _read_body(self, response: httpx.Response, base_url: str, path: str) -> bytes:
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in response.aiter_bytes():
+            size += len(chunk)
+            if size > self._max_body_bytes:
+                self._fail(
+                    base_url,
+                    path,
+                    "bad_response",
+                    f"GitLab's answer is larger than {self._max_body_bytes} bytes",
+                )
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def _status_failure(self, base_url: str, path: str, response: httpx.Response) -> NoReturn:
+        status = response.status_code
         host = urlsplit(base_url).hostname or base_url
-        answered = f"GitLab at {host} answered {status} {answer.reason}".rstrip()
+        answered = f"GitLab at {host} answered {status} {response.reason_phrase}".rstrip()
         if status in (401, 403):
             self._fail(
                 base_url,
@@ -215,8 +190,8 @@ class Http11GitLabClient:
             )
         if status == 429:
             retry_after = parse_retry_after(
-                answer.headers.get("retry-after"),
-                answer.headers.get("ratelimit-reset"),
+                response.headers.get("Retry-After"),
+                response.headers.get("RateLimit-Reset"),
                 self._clock.now(),
             )
             wait = "" if retry_after is None else f"; retry after {retry_after:g} s"

@@ -1,12 +1,11 @@
 """Outbound HTTP with the SSRF guard: every connection goes only to an address the
 domain's :class:`~viarah.domain.shared.outbound.OutboundPolicy` allows.
 
-Two clients: :class:`GuardedHttp11Clients` (a lean HTTP/1.1 keep-alive pool, for GitLab
-and the push fan-out) and :class:`GuardedHttpClients` (httpx; no longer wired: kept, with
-its tests, as the reference that ``python -m bench.sender_experiment`` measures against).
+Two clients: :class:`GuardedHttpClients` (httpx, for GitLab) and
+:class:`GuardedHttp11Clients` (a lean HTTP/1.1 keep-alive pool, for the push fan-out).
 
 Other adapters (GitLab, push) never import this package: the container builds a
-:class:`GuardedHttp11Clients` for each and hands it to them.
+:class:`GuardedHttpClients` and hands it to them.
 """
 
 from viarah.adapters.outbound.clients import (

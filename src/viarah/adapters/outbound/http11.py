@@ -46,7 +46,6 @@ import threading
 import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import cast
 
 import httpx
 
@@ -93,9 +92,8 @@ class _Connection(asyncio.Protocol):
     # asyncio.Protocol callbacks
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # A stream transport, but not always an asyncio.Transport instance: uvloop's
-        # (the web process's loop) only quacks like one.
-        self.transport = cast(asyncio.Transport, transport)
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
 
     def data_received(self, data: bytes) -> None:
         waiter, parser = self._waiter, self._parser
@@ -422,11 +420,6 @@ class GuardedHttp11Clients:
         self._pools: weakref.WeakKeyDictionary[
             asyncio.AbstractEventLoop, dict[tuple[str, str, int], _OriginPool]
         ] = weakref.WeakKeyDictionary()
-
-    @property
-    def max_body(self) -> int:
-        """Answers' bodies longer than this come back ``truncated``."""
-        return self._settings.max_body
 
     def __repr__(self) -> str:
         s = self._settings
