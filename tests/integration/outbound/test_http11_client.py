@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import httpx
 import pytest
+import uvloop
 
 from tests.fakes.resolver import FakeResolver
 from tests.gitlab_fake import self_signed_tls
@@ -526,3 +527,18 @@ async def test_each_event_loop_has_its_own_connections(serve: Callable[..., RawS
     await http.aclose()
     assert server.connections == 2
     assert [s.connection for s in server.seen] == [0, 1, 0]
+
+
+def test_works_on_uvloop(serve: Callable[..., RawServer]) -> None:
+    """uvloop's transports (``viarah web`` runs on uvloop) are not ``asyncio.Transport``
+    instances; the client once asserted they were, and every request failed there."""
+    server = serve(always(OK))
+
+    async def one() -> int:
+        http = client()
+        try:
+            return (await post(http, server.port, b"m")).status
+        finally:
+            await http.aclose()
+
+    assert uvloop.run(one()) == 201
