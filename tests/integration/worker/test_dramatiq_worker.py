@@ -51,6 +51,20 @@ def test_a_committed_job_runs_exactly_once(workers: WorkerFactory) -> None:
     wait_for(lambda: "heartbeat: alive" in worker.lines, what="a heartbeat")
 
 
+def test_jobs_run_on_uvloop(workers: WorkerFactory) -> None:
+    loops: list[str] = []
+
+    async def handler(_payload: dict[str, Any]) -> None:
+        loops.append(type(asyncio.get_running_loop()).__module__)
+
+    worker = workers.start({"test.loop": handler})
+    wait_for(lambda: "worker: ready" in worker.lines, what="worker: ready")
+    worker.commit_job("test.loop", {})
+    wait_for(lambda: bool(loops), what="the job to run")
+    assert loops == ["uvloop"]
+    assert type(worker.runtime.loop).__module__ == "uvloop"
+
+
 def test_a_failing_job_is_retried_later_with_its_attempts_recorded(
     workers: WorkerFactory,
 ) -> None:

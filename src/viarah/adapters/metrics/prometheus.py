@@ -154,6 +154,10 @@ class PrometheusTelemetry:
         self.registry = CollectorRegistry()
         self._counters: dict[str, Counter] = {}
         self._histograms: dict[str, Histogram] = {}
+        #: Each series, by (name, *label items), checked once: a push message or a request
+        #: records two or three series, and ``labels()`` costs more than ``inc()``.
+        self._counter_series: dict[tuple[object, ...], Counter] = {}
+        self._histogram_series: dict[tuple[object, ...], Histogram] = {}
         for metric in METRICS.values():
             name = PREFIX + metric.name
             if metric.kind is MetricKind.COUNTER:
@@ -176,14 +180,22 @@ class PrometheusTelemetry:
         return f"PrometheusTelemetry(families={len(METRICS)})"
 
     def count(self, name: str, amount: float = 1, **labels: str) -> None:
-        check(name, MetricKind.COUNTER, labels)
-        counter = self._counters[name]
-        (counter.labels(**labels) if labels else counter).inc(amount)
+        key = (name, *labels.items())
+        counter = self._counter_series.get(key)
+        if counter is None:
+            check(name, MetricKind.COUNTER, labels)
+            family = self._counters[name]
+            counter = self._counter_series[key] = family.labels(**labels) if labels else family
+        counter.inc(amount)
 
     def observe(self, name: str, seconds: float, **labels: str) -> None:
-        check(name, MetricKind.HISTOGRAM, labels)
-        histogram = self._histograms[name]
-        (histogram.labels(**labels) if labels else histogram).observe(max(0.0, seconds))
+        key = (name, *labels.items())
+        histogram = self._histogram_series.get(key)
+        if histogram is None:
+            check(name, MetricKind.HISTOGRAM, labels)
+            family = self._histograms[name]
+            histogram = self._histogram_series[key] = family.labels(**labels) if labels else family
+        histogram.observe(max(0.0, seconds))
 
     def exposition(self, backlog: BacklogReader, accept: str = "") -> tuple[bytes, str]:
         """The text exposition (format chosen from an ``Accept`` header, the classic
