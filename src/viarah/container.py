@@ -59,12 +59,8 @@ from viarah.domain.jobs.services import (
     SystemHealth,
     WorkerPresence,
 )
-from viarah.domain.notifications.delivery import (
-    DELIVER_JOB,
-    Notifier,
-    PushDispatcher,
-    notify_and_deliver,
-)
+from viarah.domain.notifications.delivery import DELIVER_JOB, Notifier
+from viarah.domain.notifications.dispatch import PushDispatcher, notify_and_deliver
 from viarah.domain.notifications.model import EVENT_TYPES
 from viarah.domain.notifications.services import (
     NotificationPreferences,

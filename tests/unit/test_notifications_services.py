@@ -1,7 +1,9 @@
 from __future__ import annotations
 
+import asyncio
 import json
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import pytest
@@ -14,12 +16,11 @@ from viarah.domain.notifications.delivery import (
     DELIVERY_LEASE,
     MAX_DELIVERY_ATTEMPTS,
     Notifier,
-    PushDispatcher,
     backoff,
-    notify_and_deliver,
     payload_for,
     topic_for,
 )
+from viarah.domain.notifications.dispatch import PushDispatcher, notify_and_deliver
 from viarah.domain.notifications.model import (
     EVENT_TYPES,
     STATE_CHANGED,
@@ -33,7 +34,7 @@ from viarah.domain.notifications.services import (
     PushSubscriptions,
 )
 from viarah.domain.shared.actor import Actor
-from viarah.domain.shared.errors import InvalidInput, NotFound
+from viarah.domain.shared.errors import InvalidInput, NotFound, Unavailable
 from viarah.domain.shared.ids import new_id
 from viarah.domain.shared.outbound import OutboundPolicy
 
@@ -417,3 +418,118 @@ async def test_outcomes_of_a_mixed_batch_are_recorded_per_subscription(n: N) -> 
     assert by_sub[ids["bad"]].status is DeliveryState.FAILED
     assert by_sub[ids["gone"]].status is DeliveryState.GONE
     assert by_sub[ids["ok"]].status is DeliveryState.SENT
+
+
+class InFlightPushService(FakePushSender):
+    """Answers after a few turns of the event loop; notes how many sends were already in
+    flight when each one started."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.in_flight = 0
+        self.seen: list[int] = []
+
+    async def send(self, target: PushTarget, message: PushMessage) -> PushResult:
+        self.seen.append(self.in_flight)
+        self.in_flight += 1
+        try:
+            for _ in range(3):
+                await asyncio.sleep(0)
+            return await super().send(target, message)
+        finally:
+            self.in_flight -= 1
+
+
+def add_browsers(n: N, count: int) -> None:
+    """``count`` subscriptions of the watcher, set up directly (fast)."""
+    p256dh, auth = browser_keys()
+    now = n.app.clock.now()
+    for i in range(count):
+        n.app.db.subscriptions[f"s{i:05d}"] = PushSubscription(
+            f"s{i:05d}",
+            n.watcher.user_id,
+            f"https://push.example.com/{i}",
+            p256dh,
+            auth,
+            None,
+            None,
+            now,
+            now,
+        )
+
+
+async def test_later_claims_follow_on_without_a_pause(n: N) -> None:
+    add_browsers(n, 40)
+    service = InFlightPushService()
+    dispatcher = PushDispatcher(
+        lambda: FakeUnitOfWork(n.app.db), n.app.clock, service, concurrency=4
+    )
+    fan = await n.notifier.notify(n.event())
+    assert fan.notification is not None
+
+    counts = await dispatcher.deliver(fan.notification.id)
+
+    # The first claim holds 8 (2 per sender); the other 32 come from the next claim. The
+    # connections never all fall idle in between: only the very first send started alone.
+    assert counts == {"sent": 40}
+    assert len(service.seen) == 40
+    assert service.seen.count(0) == 1
+    assert max(service.seen) == 3
+
+
+async def test_a_fan_out_of_several_claims_reaches_everyone_once(n: N) -> None:
+    add_browsers(n, 2_600)  # the first claim, then 1,000 + 1,000 + the rest
+    fan = await n.notifier.notify(n.event())
+    assert fan.notification is not None
+
+    counts = await n.dispatcher.deliver(fan.notification.id)
+
+    assert counts == {"sent": 2_600}
+    endpoints = [t.endpoint for t, _ in n.sender.sent]
+    assert len(set(endpoints)) == len(endpoints) == 2_600
+    states = {d.status for d in n.app.db.push_deliveries.values()}
+    assert states == {DeliveryState.SENT}
+    assert not [j for j in n.app.db.jobs if j.name == DELIVER_JOB and j.not_before is None]
+
+
+class FirstRecordFails(FakeUnitOfWork):
+    """Units of work whose first ``mark_sent`` fails (the database away for a moment)."""
+
+    failures = 1
+
+    def _open(self) -> None:
+        super()._open()
+        mark_sent = self.push_deliveries.mark_sent
+
+        async def failing(delivery_ids: list[str], now: datetime, status: int) -> None:
+            if FirstRecordFails.failures:
+                FirstRecordFails.failures -= 1
+                raise Unavailable("the database is unavailable")
+            await mark_sent(delivery_ids, now, status)
+
+        self.push_deliveries.mark_sent = failing  # type: ignore[method-assign]
+
+
+async def test_a_failed_record_stops_sending_and_nothing_is_sent_twice(n: N) -> None:
+    add_browsers(n, 600)
+    service = InFlightPushService()
+    dispatcher = PushDispatcher(
+        lambda: FirstRecordFails(n.app.db), n.app.clock, service, concurrency=4
+    )
+    fan = await n.notifier.notify(n.event())
+    assert fan.notification is not None
+
+    with pytest.raises(Unavailable):
+        await dispatcher.deliver(fan.notification.id)
+
+    # Sending stopped soon after the first 250 answers; every answer, those of the failed
+    # recording included, was written once the database answered again.
+    sent_first = len(service.sent)
+    assert 250 <= sent_first < 300
+    deliveries = n.app.db.push_deliveries.values()
+    assert sum(d.status is DeliveryState.SENT for d in deliveries) == sent_first
+    # The job's retry, once the claims of the others have run out, sends only the rest.
+    n.app.clock.advance(seconds=DELIVERY_LEASE.total_seconds())
+    await dispatcher.deliver(fan.notification.id)
+    endpoints = [t.endpoint for t, _ in service.sent]
+    assert len(endpoints) == len(set(endpoints)) == 600

@@ -16,10 +16,8 @@ from viarah.adapters.db.engine import create_engine
 from viarah.adapters.db.native import NativePool, native_pool_for
 from viarah.adapters.db.uow import SqlUnitOfWork
 from viarah.domain.identity.services import Users
-from viarah.domain.notifications.delivery import (
-    Notifier,
-    PushDispatcher,
-)
+from viarah.domain.notifications.delivery import Notifier
+from viarah.domain.notifications.dispatch import PushDispatcher
 from viarah.domain.notifications.model import STATE_CHANGED, Preference
 from viarah.domain.notifications.push import PushResult
 from viarah.domain.notifications.services import (

@@ -1,6 +1,7 @@
 """Notification use cases of a user: their browsers' push subscriptions and preferences.
 
-Delivery (fan-out and push) lives in :mod:`viarah.domain.notifications.delivery`.
+Delivery lives in :mod:`viarah.domain.notifications.delivery` (the fan-out) and
+:mod:`viarah.domain.notifications.dispatch` (sending).
 """
 
 from __future__ import annotations
