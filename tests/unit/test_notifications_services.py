@@ -458,16 +458,23 @@ def add_browsers(n: N, count: int) -> None:
         )
 
 
-async def test_later_claims_follow_on_without_a_pause(n: N) -> None:
-    add_browsers(n, 40)
+async def fan_out_to_browsers(
+    n: N, count: int, uow: type[FakeUnitOfWork] = FakeUnitOfWork
+) -> tuple[InFlightPushService, PushDispatcher, str]:
+    """``count`` browsers of the watcher, a dispatcher with 4 senders on ``uow``, and the
+    id of a notification fanned out to them all."""
+    add_browsers(n, count)
     service = InFlightPushService()
-    dispatcher = PushDispatcher(
-        lambda: FakeUnitOfWork(n.app.db), n.app.clock, service, concurrency=4
-    )
+    dispatcher = PushDispatcher(lambda: uow(n.app.db), n.app.clock, service, concurrency=4)
     fan = await n.notifier.notify(n.event())
     assert fan.notification is not None
+    return service, dispatcher, fan.notification.id
 
-    counts = await dispatcher.deliver(fan.notification.id)
+
+async def test_later_claims_follow_on_without_a_pause(n: N) -> None:
+    service, dispatcher, notification_id = await fan_out_to_browsers(n, 40)
+
+    counts = await dispatcher.deliver(notification_id)
 
     # The first claim holds 8 (2 per sender); the other 32 come from the next claim. The
     # connections never all fall idle in between: only the very first send started alone.
@@ -511,16 +518,10 @@ class FirstRecordFails(FakeUnitOfWork):
 
 
 async def test_a_failed_record_stops_sending_and_nothing_is_sent_twice(n: N) -> None:
-    add_browsers(n, 600)
-    service = InFlightPushService()
-    dispatcher = PushDispatcher(
-        lambda: FirstRecordFails(n.app.db), n.app.clock, service, concurrency=4
-    )
-    fan = await n.notifier.notify(n.event())
-    assert fan.notification is not None
+    service, dispatcher, notification_id = await fan_out_to_browsers(n, 600, FirstRecordFails)
 
     with pytest.raises(Unavailable):
-        await dispatcher.deliver(fan.notification.id)
+        await dispatcher.deliver(notification_id)
 
     # Sending stopped soon after the first 250 answers; every answer, those of the failed
     # recording included, was written once the database answered again.
@@ -530,6 +531,6 @@ async def test_a_failed_record_stops_sending_and_nothing_is_sent_twice(n: N) -> 
     assert sum(d.status is DeliveryState.SENT for d in deliveries) == sent_first
     # The job's retry, once the claims of the others have run out, sends only the rest.
     n.app.clock.advance(seconds=DELIVERY_LEASE.total_seconds())
-    await dispatcher.deliver(fan.notification.id)
+    await dispatcher.deliver(notification_id)
     endpoints = [t.endpoint for t, _ in service.sent]
     assert len(endpoints) == len(set(endpoints)) == 600

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Iterable, Iterator
+from typing import TypeVar
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import (
@@ -144,6 +145,26 @@ class MetricsServer:
         self._thread.join(timeout=5)
 
 
+_Family = TypeVar("_Family", Counter, Histogram)
+
+
+def _series(
+    known: dict[tuple[object, ...], _Family],
+    families: dict[str, _Family],
+    kind: MetricKind,
+    name: str,
+    labels: dict[str, str],
+) -> _Family:
+    """The series of family ``name`` for these label values, checked the first time."""
+    key = (name, *labels.items())
+    series = known.get(key)
+    if series is None:
+        check(name, kind, labels)
+        family = families[name]
+        series = known[key] = family.labels(**labels) if labels else family
+    return series
+
+
 class PrometheusTelemetry:
     """Counters and histograms of the catalogue in a registry of their own (thread-safe)."""
 
@@ -180,22 +201,12 @@ class PrometheusTelemetry:
         return f"PrometheusTelemetry(families={len(METRICS)})"
 
     def count(self, name: str, amount: float = 1, **labels: str) -> None:
-        key = (name, *labels.items())
-        counter = self._counter_series.get(key)
-        if counter is None:
-            check(name, MetricKind.COUNTER, labels)
-            family = self._counters[name]
-            counter = self._counter_series[key] = family.labels(**labels) if labels else family
-        counter.inc(amount)
+        counters = self._counter_series, self._counters
+        _series(*counters, MetricKind.COUNTER, name, labels).inc(amount)
 
     def observe(self, name: str, seconds: float, **labels: str) -> None:
-        key = (name, *labels.items())
-        histogram = self._histogram_series.get(key)
-        if histogram is None:
-            check(name, MetricKind.HISTOGRAM, labels)
-            family = self._histograms[name]
-            histogram = self._histogram_series[key] = family.labels(**labels) if labels else family
-        histogram.observe(max(0.0, seconds))
+        histograms = self._histogram_series, self._histograms
+        _series(*histograms, MetricKind.HISTOGRAM, name, labels).observe(max(0.0, seconds))
 
     def exposition(self, backlog: BacklogReader, accept: str = "") -> tuple[bytes, str]:
         """The text exposition (format chosen from an ``Accept`` header, the classic
