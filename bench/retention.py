@@ -21,7 +21,7 @@ import psycopg
 
 from bench.stack import os_environ_admin_url
 from viarah.adapters.db.engine import create_engine
-from viarah.adapters.db.gitlab import _PURGE_FINISHED
+from viarah.adapters.db.gitlab import purge_finished_statement
 from viarah.adapters.db.migrate import upgrade
 from viarah.adapters.db.uow import SqlUnitOfWork
 from viarah.domain.gitlab.retention import PURGE_DELIVERIES_JOB, DeliveryRetention
@@ -93,7 +93,7 @@ def main() -> None:
             conn.execute("VACUUM ANALYZE webhook_deliveries")
             print(f"filled {args.rows:,} deliveries in {time.perf_counter() - started:.1f} s")
             statement = str(
-                _PURGE_FINISHED[True].compile(
+                purge_finished_statement(postgres=True).compile(
                     dialect=create_engine(url).dialect,
                     compile_kwargs={"render_postcompile": True},
                 )

@@ -320,6 +320,11 @@ def _purge_finished(postgres: bool) -> sa.Delete:
 _PURGE_FINISHED = {postgres: _purge_finished(postgres) for postgres in (False, True)}
 
 
+def purge_finished_statement(*, postgres: bool) -> sa.Delete:
+    """The statement behind ``purge_finished`` (``bench.retention`` explains its plan)."""
+    return _PURGE_FINISHED[postgres]
+
+
 class SqlLinkRepository(SqlRepository):
     async def add(self, link: GitLabLink) -> None:
         await self._insert(

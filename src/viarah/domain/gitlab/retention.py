@@ -67,7 +67,8 @@ class DeliveryRetention:
             return count
 
         deleted = await purge_in_batches(delete_batch, self._batch, self._max)
-        if deleted >= self._max:
+        more = deleted >= self._max  # this job's limit: maybe more to delete
+        if more:
             async with self._uow() as uow:
                 uow.outbox.add(purge_deliveries_job())
                 await uow.commit()
@@ -76,6 +77,6 @@ class DeliveryRetention:
                 "webhook.deliveries_purged count=%d received_before=%s more=%s",
                 deleted,
                 before.isoformat(),
-                deleted >= self._max,
+                more,
             )
         return deleted
