@@ -106,7 +106,7 @@ class PushDispatcher:
         await self._schedule_follow_up(notification_id)
         return outcome
 
-    async def claim(self, notification_id: str, limit: int) -> tuple[list[Pair], datetime]:
+    async def _claim_due(self, notification_id: str, limit: int) -> tuple[list[Pair], datetime]:
         """Up to ``limit`` due deliveries, leased to this dispatcher, and the lease's end."""
         now = self._clock.now()
         lease_until = now + DELIVERY_LEASE
@@ -115,7 +115,9 @@ class PushDispatcher:
             await uow.commit()
         return due, lease_until
 
-    async def record(self, outcomes: list[tuple[Pair, PushResult]], counts: dict[str, int]) -> None:
+    async def _record_answers(
+        self, outcomes: list[tuple[Pair, PushResult]], counts: dict[str, int]
+    ) -> None:
         """Record every answer of one batch in one transaction, a few statements in all."""
         now = self._clock.now()
         sent: list[str] = []
@@ -235,7 +237,7 @@ class _Sending:
         if self._unrecorded:  # a recording failed: once more, in case the database is back
             batch, self._unrecorded = self._unrecorded, []
             try:
-                await self._d.record(batch, self._counts)
+                await self._d._record_answers(batch, self._counts)
             except Exception as exc:
                 self._failure = self._failure or exc
         if self._failure is not None:
@@ -249,7 +251,7 @@ class _Sending:
 
     async def _claim(self, limit: int) -> None:
         try:
-            batch, lease_until = await self._d.claim(self._notification_id, limit)
+            batch, lease_until = await self._d._claim_due(self._notification_id, limit)
         except Exception as exc:
             self._failure = exc  # senders stop; run() raises it after recording
             return
@@ -318,7 +320,7 @@ class _Sending:
 
     async def _record(self, batch: list[tuple[Pair, PushResult]]) -> None:
         try:
-            await self._d.record(batch, self._counts)
+            await self._d._record_answers(batch, self._counts)
         except Exception:
             self._unrecorded.extend(batch)  # tried once more at the end
             raise
