@@ -40,6 +40,7 @@ from viarah.domain.shared.errors import (
 )
 from viarah.domain.shared.ids import OrgId, is_valid_id, new_id
 from viarah.domain.shared.jobs import Job
+from viarah.domain.shared.recent import recall
 from viarah.domain.shared.secrets import KeyedHasher, SecretBox, SecretUndecryptable
 from viarah.domain.shared.text import storable
 
@@ -245,14 +246,8 @@ class GitLabWebhooks:
     ) -> GitLabIntegration | None:
         if not is_valid_id(org_id):
             return None
-        if self._recent is not None:
-            known, integration = self._recent.get(OrgId(org_id), now)
-            if known:
-                return integration
-        integration = await uow.gitlab_integrations.get(OrgId(org_id))
-        if self._recent is not None:
-            self._recent.put(OrgId(org_id), integration, now)
-        return integration
+        key = OrgId(org_id)
+        return await recall(self._recent, key, now, lambda: uow.gitlab_integrations.get(key))
 
     def _authenticate(
         self, integration: GitLabIntegration, headers: Mapping[str, str], body: bytes, now: datetime

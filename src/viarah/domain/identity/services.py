@@ -18,7 +18,7 @@ from viarah.domain.shared.actor import Actor, PlatformRole, TokenScope
 from viarah.domain.shared.clock import Clock
 from viarah.domain.shared.errors import Conflict, Forbidden, InvalidInput, NotFound, Unauthenticated
 from viarah.domain.shared.ids import ApiTokenId, UserId, is_valid_id, new_id
-from viarah.domain.shared.recent import RecentReads
+from viarah.domain.shared.recent import RecentReads, recall
 from viarah.domain.shared.secrets import KeyedHasher
 from viarah.domain.shared.text import clean_text, normalize_email
 
@@ -86,7 +86,7 @@ class Users:
         return user
 
 
-class RecentTokens(RecentReads[str, tuple[ApiToken, User]]):
+class RecentTokens(RecentReads[str, tuple[ApiToken, User] | None]):
     """API tokens (with their user) by prefix, as read for a recent request: a client
     sending many requests costs one token lookup a second, not one per request. A token
     revoked through this process is forgotten at once; other processes refuse it within
@@ -189,15 +189,12 @@ class Authentication:
         )
 
     async def _token_with_user(self, prefix: str, now: datetime) -> tuple[ApiToken, User] | None:
-        if self._recent_tokens is not None:
-            known, found = self._recent_tokens.get(prefix, now)
-            if known:
-                return found
-        async with self._uow().read_only() as uow:
-            found = await uow.api_tokens.get_with_user(prefix)
-        if found is not None and self._recent_tokens is not None:
-            self._recent_tokens.put(prefix, found, now)
-        return found
+        async def read() -> tuple[ApiToken, User] | None:
+            async with self._uow().read_only() as uow:
+                return await uow.api_tokens.get_with_user(prefix)
+
+        # Unknown prefixes are not remembered: a token created elsewhere works at once.
+        return await recall(self._recent_tokens, prefix, now, read, remember=bool)
 
     async def purge_expired_sessions(self) -> int:
         """Delete sessions past their expiry; returns how many were removed."""

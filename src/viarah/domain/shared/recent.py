@@ -9,6 +9,7 @@ here up to :data:`RECENT_FOR` late. A change made through this process calls
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Generic, TypeVar
 
@@ -55,3 +56,24 @@ class RecentReads(Generic[K, V]):
     def forget(self, key: K) -> None:
         """The row changed: the next request reads it again."""
         self._seen.pop(key, None)
+
+
+async def recall(
+    recent: RecentReads[K, V] | None,
+    key: K,
+    now: datetime,
+    read: Callable[[], Awaitable[V]],
+    *,
+    remember: Callable[[V], bool] = lambda _value: True,
+) -> V:
+    """``key``'s value as read in the last second, else ``read()`` (remembered when
+    ``remember`` says so). ``recent`` None: always ``read()``."""
+    if recent is None:
+        return await read()
+    known, value = recent.get(key, now)
+    if known:
+        return value  # type: ignore[return-value]  # stored by put(): a V
+    value = await read()
+    if remember(value):
+        recent.put(key, value, now)
+    return value
